@@ -1,0 +1,174 @@
+//! Validation of decrypted inner packets, beyond what boringtun checks.
+//!
+//! boringtun checks the version nibble, a 20/40-byte minimum and `total_len <= len`. It does not
+//! check the IPv4 IHL, the header checksum, or that `total_len` covers the header (an IPv4
+//! `total_len` of 5 yields a 5-byte "packet"). [`InnerPacket::parse`] checks all of that, so the
+//! local side (the kernel via TUN, or a guest) only ever sees well-formed IP headers, and the
+//! source address used for cryptokey routing is the one the kernel will see.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Why an inner packet was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InnerError {
+    /// shorter than the fixed header, or an IP version other than 4 or 6
+    NotIp,
+    /// IPv4 IHL below 5, or a header longer than the packet
+    BadHeaderLength,
+    /// the length field disagrees with the bytes present
+    BadTotalLength,
+    /// the IPv4 header checksum does not verify
+    BadHeaderChecksum,
+}
+
+/// A validated inner IP packet: its header is well formed and its length field is exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InnerPacket {
+    /// source address from the header
+    pub src: IpAddr,
+    /// destination address from the header
+    pub dst: IpAddr,
+    /// bytes the header says the packet has (trailing padding beyond it is not part of it)
+    pub len: usize,
+}
+
+/// The Internet checksum (RFC 1071) over `bytes`, folded, not complemented.
+pub fn ones_complement_sum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = bytes.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    // Folded above: fits in 16 bits.
+    sum as u16
+}
+
+impl InnerPacket {
+    /// Parses and validates `packet` (which may carry trailing padding, as WireGuard pads to 16).
+    pub fn parse(packet: &[u8]) -> Result<Self, InnerError> {
+        match packet.first().map(|b| b >> 4) {
+            Some(4) => Self::parse_v4(packet),
+            Some(6) => Self::parse_v6(packet),
+            _ => Err(InnerError::NotIp),
+        }
+    }
+
+    fn parse_v4(packet: &[u8]) -> Result<Self, InnerError> {
+        let header: &[u8; 20] = packet
+            .get(..20)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(InnerError::NotIp)?;
+        let ihl = usize::from(header[0] & 0x0f) * 4;
+        if ihl < 20 || ihl > packet.len() {
+            return Err(InnerError::BadHeaderLength);
+        }
+        let total = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        if total < ihl || total > packet.len() {
+            return Err(InnerError::BadTotalLength);
+        }
+        let full_header = packet.get(..ihl).ok_or(InnerError::BadHeaderLength)?;
+        if ones_complement_sum(full_header) != 0xffff {
+            return Err(InnerError::BadHeaderChecksum);
+        }
+        let src = Ipv4Addr::new(header[12], header[13], header[14], header[15]);
+        let dst = Ipv4Addr::new(header[16], header[17], header[18], header[19]);
+        Ok(Self {
+            src: src.into(),
+            dst: dst.into(),
+            len: total,
+        })
+    }
+
+    fn parse_v6(packet: &[u8]) -> Result<Self, InnerError> {
+        let header: &[u8; 40] = packet
+            .get(..40)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(InnerError::NotIp)?;
+        let payload = usize::from(u16::from_be_bytes([header[4], header[5]]));
+        // A payload length of 0 with a hop-by-hop next header would be a jumbogram, which
+        // cannot fit a WireGuard datagram; 0 otherwise is a legal empty payload.
+        let total = 40 + payload;
+        if total > packet.len() {
+            return Err(InnerError::BadTotalLength);
+        }
+        let mut src = [0u8; 16];
+        src.copy_from_slice(&header[8..24]);
+        let mut dst = [0u8; 16];
+        dst.copy_from_slice(&header[24..40]);
+        Ok(Self {
+            src: Ipv6Addr::from(src).into(),
+            dst: Ipv6Addr::from(dst).into(),
+            len: total,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(total_len: u16, ihl: u8) -> Vec<u8> {
+        let mut p = vec![0u8; usize::from(total_len).max(20)];
+        p[0] = 0x40 | ihl;
+        p[2..4].copy_from_slice(&total_len.to_be_bytes());
+        p[8] = 64;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&[100, 96, 0, 2]);
+        p[16..20].copy_from_slice(&[198, 19, 0, 100]);
+        let hl = usize::from(ihl) * 4;
+        if hl >= 20 && hl <= p.len() {
+            let c = !ones_complement_sum(&p[..hl]);
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        p
+    }
+
+    #[test]
+    fn accepts_valid_v4_and_trims_padding() {
+        let mut p = v4(28, 5);
+        p.extend_from_slice(&[0; 4]);
+        let parsed = InnerPacket::parse(&p).unwrap();
+        assert_eq!(parsed.len, 28);
+        assert_eq!(parsed.src, IpAddr::from([100, 96, 0, 2]));
+    }
+
+    #[test]
+    fn refuses_what_boringtun_lets_through() {
+        // total_len 5: boringtun would hand back a 5-byte "packet"
+        let mut p = v4(20, 5);
+        p[2..4].copy_from_slice(&5u16.to_be_bytes());
+        assert_eq!(InnerPacket::parse(&p), Err(InnerError::BadTotalLength));
+        assert_eq!(
+            InnerPacket::parse(&v4(20, 4)),
+            Err(InnerError::BadHeaderLength)
+        );
+        assert_eq!(
+            InnerPacket::parse(&v4(40, 15)),
+            Err(InnerError::BadHeaderLength)
+        );
+        let mut bad = v4(20, 5);
+        bad[10] ^= 1;
+        assert_eq!(InnerPacket::parse(&bad), Err(InnerError::BadHeaderChecksum));
+        assert_eq!(InnerPacket::parse(&[0x50; 40]), Err(InnerError::NotIp));
+        assert_eq!(InnerPacket::parse(&[]), Err(InnerError::NotIp));
+        let mut v6 = vec![0u8; 40];
+        v6[0] = 0x60;
+        v6[4..6].copy_from_slice(&8u16.to_be_bytes());
+        assert_eq!(InnerPacket::parse(&v6), Err(InnerError::BadTotalLength));
+        v6.extend_from_slice(&[0; 8]);
+        assert_eq!(InnerPacket::parse(&v6).unwrap().len, 48);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = InnerPacket::parse(&bytes);
+        }
+    }
+}
