@@ -1,0 +1,172 @@
+//! The client daemon: a TUN device with the stable address, one UDP socket, and the engine.
+//!
+//! One task owns the engine and every socket; it reads the clock once per wake-up and passes
+//! `now` down. All protocol decisions are the engine's.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::Context as _;
+use engine::{DatacenterConfig, Engine, EngineConfig, Event};
+use serde_json::json;
+use sessionkeeper::StableAddresses;
+use tokio::sync::mpsc;
+use tunnel::{EndpointPolicy, Outcome, TunnelConfig};
+
+use crate::config::ClientConfig;
+use crate::control::{self, Command};
+use crate::{clock, drops_json, net, Shutdown, BUFFER_LEN};
+
+/// Runs the client until `shutdown` fires.
+pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    let mtu = config.mtu();
+    let tun = net::create_tun(&config.interface, mtu)?;
+    let mut addresses: Vec<(IpAddr, u8)> = Vec::new();
+    if let Some(a) = config.stable_v4 {
+        addresses.push((a.into(), 32));
+    }
+    if let Some(a) = config.stable_v6 {
+        addresses.push((a.into(), 128));
+    }
+    net::configure_interface(&config.interface, mtu, &addresses, &config.routes).await?;
+    let socket = net::underlay_socket(0)?;
+    let dual_stack = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+
+    let datacenters = config
+        .datacenters
+        .iter()
+        .enumerate()
+        .map(|(i, d)| DatacenterConfig {
+            name: d.name.clone(),
+            tunnel: TunnelConfig {
+                private_key: config.private_key.clone(),
+                peer_public_key: d.public_key,
+                persistent_keepalive: (d.persistent_keepalive > 0)
+                    .then_some(d.persistent_keepalive),
+                index: i as u32,
+                allowed_ips: d.allowed_ips.clone(),
+                endpoint: EndpointPolicy::Fixed(d.endpoint),
+                keep_established: true,
+            },
+        })
+        .collect();
+    let mut engine = Engine::new(EngineConfig {
+        stable: StableAddresses {
+            v4: config.stable_v4,
+            v6: config.stable_v6,
+        },
+        datacenters,
+    })
+    .context("building the engine")?;
+
+    let (control_tx, mut control_rx) = mpsc::channel(16);
+    let _control = control::serve(&config.control_socket, control_tx)?;
+    tracing::info!(
+        interface = %config.interface,
+        mtu,
+        datacenters = config.datacenters.len(),
+        control = %config.control_socket.display(),
+        "failoverd client ready"
+    );
+
+    let mut tun_buf = vec![0u8; BUFFER_LEN];
+    let mut udp_buf = vec![0u8; BUFFER_LEN];
+    let mut out = vec![0u8; BUFFER_LEN];
+    let mut timer_sends: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    let mut send_errors: u64 = 0;
+    loop {
+        let deadline = engine
+            .poll_timeout()
+            .unwrap_or_else(|| clock::now() + clock::IDLE_WAKE);
+        tokio::select! {
+            read = tun.recv(&mut tun_buf) => {
+                let n = read.context("reading from the TUN device")?;
+                let Some(packet) = tun_buf.get(..n) else { continue };
+                if let Ok(Some(t)) = engine.handle_local_packet(packet, &mut out) {
+                    if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
+                        send_errors += 1;
+                    }
+                }
+            }
+            read = socket.recv_from(&mut udp_buf) => {
+                let Ok((n, from)) = read else { continue };
+                let now = clock::now();
+                let Some(datagram) = udp_buf.get(..n) else { continue };
+                match engine.handle_datagram(now, net::canonical(from), datagram, &mut out) {
+                    Outcome::Deliver(packet) => {
+                        if tun.send(packet).await.is_err() {
+                            send_errors += 1;
+                        }
+                    }
+                    Outcome::Transmit(t) => {
+                        if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
+                            send_errors += 1;
+                        }
+                        while let Some(t) = engine.poll_transmit(&mut out) {
+                            if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
+                                send_errors += 1;
+                            }
+                        }
+                    }
+                    Outcome::Done | Outcome::Dropped(_) => {}
+                }
+            }
+            () = tokio::time::sleep_until(deadline.into()) => {
+                engine.handle_timeout(clock::now(), &mut out, |t| timer_sends.push((t.to, t.datagram.to_vec())));
+                for (to, datagram) in timer_sends.drain(..) {
+                    if socket.send_to(&datagram, net::for_socket(to, dual_stack)).await.is_err() {
+                        send_errors += 1;
+                    }
+                }
+            }
+            Some(request) = control_rx.recv() => {
+                let answer = match request.command {
+                    Command::Status => status(&engine, send_errors),
+                };
+                let _ = request.reply.send(answer);
+            }
+            () = shutdown.wait() => {
+                tracing::info!("shutting down");
+                return Ok(());
+            }
+        }
+        while let Some(event) = engine.poll_event() {
+            match event {
+                Event::Established(dc) => {
+                    tracing::info!(datacenter = engine.name(dc), "tunnel established")
+                }
+                Event::Lost(dc) => tracing::warn!(datacenter = engine.name(dc), "tunnel lost"),
+            }
+        }
+    }
+}
+
+fn status(engine: &Engine, send_errors: u64) -> serde_json::Value {
+    let (not_ip, not_stable) = engine.local_drops();
+    let datacenters: Vec<_> = engine
+        .status()
+        .into_iter()
+        .map(|d| {
+            json!({
+                "name": d.name,
+                "endpoint": d.endpoint.map(|e| e.to_string()),
+                "active": d.active,
+                "established": d.established,
+                "tx_bytes": d.stats.tx_bytes,
+                "rx_bytes": d.stats.rx_bytes,
+                "handshakes": d.stats.handshakes,
+                "since_last_handshake_ms": d.stats.since_last_handshake.map(|t| t.as_millis() as u64),
+                "drops": drops_json(&d.stats.drops),
+            })
+        })
+        .collect();
+    json!({
+        "v": 1,
+        "ok": true,
+        "mode": "client",
+        "active": engine.name(engine.active()),
+        "datacenters": datacenters,
+        "local_drops": {"not_ip": not_ip, "source_not_stable": not_stable},
+        "underlay_drops": drops_json(engine.underlay_drops()),
+        "send_errors": send_errors,
+    })
+}

@@ -1,0 +1,625 @@
+//! Configuration files, parsed into types at the edge.
+//!
+//! Two phases: serde reads the TOML into plain structs that reject unknown keys (a typo must not
+//! silently switch a feature off), then [`ClientConfig::load`] / [`GatewayConfig::load`] turn
+//! every value into a typed one. Every refusal is a [`ConfigError`] naming the file, the key and
+//! the fix.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tunnel::{AllowedIps, Prefix, PrivateKey, PublicKey};
+
+use crate::keyfile;
+
+/// Config files longer than this are refused before parsing.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Bounds that keep a config from asking for absurd resources.
+const MAX_DATACENTERS: usize = 64;
+const MAX_CLIENTS: usize = 65_536;
+const MAX_PREFIXES: usize = 1024;
+
+/// A refused configuration: the file, the key, what is wrong and how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {problem}\n  fix: {fix}")]
+pub struct ConfigError {
+    /// the file
+    pub file: PathBuf,
+    /// the key, as a path (`datacenter[1].endpoint`)
+    pub key: String,
+    /// what is wrong
+    pub problem: String,
+    /// what to do
+    pub fix: String,
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(
+        &self,
+        key: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+fn read_toml<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<T, ConfigError> {
+    let ctx = Ctx { file };
+    let meta = std::fs::metadata(file).map_err(|e| {
+        ctx.err(
+            "(file)",
+            format!("cannot read the file: {e}"),
+            "check the path given to --config",
+        )
+    })?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ctx.err(
+            "(file)",
+            "larger than 1 MiB",
+            "a configuration file is a few KiB; check the path",
+        ));
+    }
+    let bytes = std::fs::read(file).map_err(|e| {
+        ctx.err(
+            "(file)",
+            format!("cannot read the file: {e}"),
+            "check the path and its permissions",
+        )
+    })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ctx.err("(file)", "is not UTF-8 text", "save it as UTF-8 TOML"))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text.get(..s.start).map_or(0, |t| t.matches('\n').count()) + 1)
+            .unwrap_or(0);
+        let message = e.message().trim().to_owned();
+        let key = message
+            .split('`')
+            .nth(1)
+            .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"))
+            .map_or_else(|| format!("line {line}"), |k| format!("{k} (line {line})"));
+        let fix = if message.starts_with("unknown field") {
+            "remove the key or correct its spelling; the README's configuration reference lists every key"
+        } else if message.starts_with("missing field") {
+            "add the key; the README's configuration reference shows an example"
+        } else {
+            "correct the TOML syntax or the value's type at that line"
+        };
+        ctx.err(key, message, fix)
+    })
+}
+
+fn parse_public_key(ctx: &Ctx<'_>, key: &str, text: &str) -> Result<PublicKey, ConfigError> {
+    PublicKey::from_base64(text).map_err(|e| {
+        ctx.err(
+            key,
+            format!("{e}"),
+            "paste the peer's public key as printed by `failoverd pubkey` or `wg pubkey`",
+        )
+    })
+}
+
+fn parse_prefixes(ctx: &Ctx<'_>, key: &str, list: &[String]) -> Result<Vec<Prefix>, ConfigError> {
+    if list.len() > MAX_PREFIXES {
+        return Err(ctx.err(
+            key,
+            format!("{} prefixes", list.len()),
+            format!("use at most {MAX_PREFIXES}"),
+        ));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, text)| {
+            text.parse::<Prefix>().map_err(|e| {
+                ctx.err(
+                    format!("{key}[{i}]"),
+                    format!("'{text}' {e}"),
+                    "write prefixes as ADDRESS/LEN, e.g. 100.96.0.2/32 or fd00:96::/64",
+                )
+            })
+        })
+        .collect()
+}
+
+fn parse_endpoint(ctx: &Ctx<'_>, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(ctx.err(
+                key,
+                format!("'{text}' has port 0"),
+                "use the gateway's listen port, e.g. 51820",
+            ));
+        }
+        return Ok(addr);
+    }
+    if text.parse::<IpAddr>().is_ok() || !text.contains(':') || text.ends_with(']') {
+        return Err(ctx.err(
+            key,
+            format!("'{text}' has no port"),
+            format!(
+                "write it as host:port, e.g. {}:51820 (IPv6 in brackets: [fd00::1]:51820)",
+                text.trim_matches(['[', ']'])
+            ),
+        ));
+    }
+    let (host, port) = text.rsplit_once(':').unwrap_or((text, ""));
+    let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
+        ctx.err(
+            key,
+            format!("'{text}' has an invalid port '{port}'"),
+            "use a port from 1 to 65535, e.g. 51820",
+        )
+    })?;
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or_else(|| {
+            ctx.err(
+                key,
+                format!("cannot resolve '{host}'"),
+                "check the name, or use an IP address",
+            )
+        })
+}
+
+fn check_name(
+    ctx: &Ctx<'_>,
+    key: &str,
+    name: &str,
+    seen: &mut HashSet<String>,
+) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ctx.err(
+            key,
+            format!("'{name}' is not a valid name"),
+            "use 1-64 characters of letters, digits, '-', '_' or '.'",
+        ));
+    }
+    if !seen.insert(name.to_owned()) {
+        return Err(ctx.err(
+            key,
+            format!("the name '{name}' is used twice"),
+            "give every entry its own name",
+        ));
+    }
+    Ok(())
+}
+
+fn check_interface(ctx: &Ctx<'_>, key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || name.len() > 15
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ctx.err(
+            key,
+            format!("'{name}' is not a valid interface name"),
+            "use 1-15 characters of letters, digits, '-', '_' or '.'",
+        ));
+    }
+    Ok(())
+}
+
+fn check_mtu(ctx: &Ctx<'_>, key: &str, mtu: u32) -> Result<u16, ConfigError> {
+    u16::try_from(mtu)
+        .ok()
+        .filter(|m| (576..=65_535 - 80).contains(&(*m as u32)))
+        .ok_or_else(|| {
+            ctx.err(
+                key,
+                format!("{mtu} is out of range"),
+                "use 576-65455; 1420 suits a 1500-byte underlay",
+            )
+        })
+}
+
+fn read_key(ctx: &Ctx<'_>, key: &str, path: &Path) -> Result<PrivateKey, ConfigError> {
+    let path = if path.is_relative() {
+        ctx.file.parent().unwrap_or(Path::new(".")).join(path)
+    } else {
+        path.to_path_buf()
+    };
+    keyfile::read_private_key(&path).map_err(|e| {
+        let text = e.to_string();
+        let (problem, fix) = text
+            .split_once("; fix: ")
+            .unwrap_or((&text, "see the README"));
+        ctx.err(key, problem, fix)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// client
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientFile {
+    client: RawClient,
+    #[serde(default)]
+    datacenter: Vec<RawDatacenter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    private_key_file: PathBuf,
+    stable_address: Vec<String>,
+    #[serde(default = "default_client_interface")]
+    interface: String,
+    #[serde(default)]
+    routes: Vec<String>,
+    #[serde(default)]
+    control_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatacenter {
+    name: String,
+    endpoint: String,
+    public_key: String,
+    #[serde(default = "default_allowed_ips")]
+    allowed_ips: Vec<String>,
+    #[serde(default = "default_mtu")]
+    mtu: u32,
+    #[serde(default = "default_keepalive")]
+    persistent_keepalive: u16,
+}
+
+fn default_client_interface() -> String {
+    "failover0".into()
+}
+fn default_gateway_interface() -> String {
+    "failovergw0".into()
+}
+fn default_allowed_ips() -> Vec<String> {
+    vec!["0.0.0.0/0".into(), "::/0".into()]
+}
+fn default_mtu() -> u32 {
+    1420
+}
+fn default_keepalive() -> u16 {
+    25
+}
+fn default_listen_port() -> u16 {
+    51820
+}
+fn default_rate_limit() -> u64 {
+    100
+}
+
+/// One datacenter, as the client uses it.
+#[derive(Debug, Clone)]
+pub struct Datacenter {
+    /// unique name
+    pub name: String,
+    /// gateway endpoint
+    pub endpoint: SocketAddr,
+    /// gateway public key
+    pub public_key: PublicKey,
+    /// inner sources accepted from it
+    pub allowed_ips: AllowedIps,
+    /// tunnel MTU
+    pub mtu: u16,
+    /// seconds between keepalives (0: off)
+    pub persistent_keepalive: u16,
+}
+
+/// The client daemon's configuration.
+#[derive(Debug)]
+pub struct ClientConfig {
+    /// our key
+    pub private_key: PrivateKey,
+    /// stable inner address, IPv4
+    pub stable_v4: Option<Ipv4Addr>,
+    /// stable inner address, IPv6
+    pub stable_v6: Option<Ipv6Addr>,
+    /// TUN name
+    pub interface: String,
+    /// destinations routed into the tunnel
+    pub routes: Vec<Prefix>,
+    /// control socket path
+    pub control_socket: PathBuf,
+    /// datacenters, in priority order
+    pub datacenters: Vec<Datacenter>,
+}
+
+impl ClientConfig {
+    /// The TUN MTU: the smallest of all datacenters', so a switch never needs a larger one.
+    pub fn mtu(&self) -> u16 {
+        self.datacenters.iter().map(|d| d.mtu).min().unwrap_or(1420)
+    }
+
+    /// Reads, parses and validates `file`.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let raw: RawClientFile = read_toml(file)?;
+        let ctx = Ctx { file };
+        let c = raw.client;
+        check_interface(&ctx, "client.interface", &c.interface)?;
+        let (mut v4, mut v6) = (None, None);
+        if c.stable_address.is_empty() {
+            return Err(ctx.err(
+                "client.stable_address",
+                "is empty",
+                "give the client's stable inner address, e.g. [\"100.96.0.2\", \"fd00:96::2\"]",
+            ));
+        }
+        for (i, text) in c.stable_address.iter().enumerate() {
+            let key = format!("client.stable_address[{i}]");
+            match text.parse::<IpAddr>() {
+                Ok(IpAddr::V4(a)) if v4.is_none() => v4 = Some(a),
+                Ok(IpAddr::V6(a)) if v6.is_none() => v6 = Some(a),
+                Ok(_) => {
+                    return Err(ctx.err(
+                        key,
+                        "a second address of the same family",
+                        "give at most one IPv4 and one IPv6 stable address",
+                    ))
+                }
+                Err(_) => {
+                    return Err(ctx.err(
+                        key,
+                        format!("'{text}' is not an IP address"),
+                        "write a bare address, e.g. 100.96.0.2 (no /len)",
+                    ))
+                }
+            }
+        }
+        let routes = parse_prefixes(&ctx, "client.routes", &c.routes)?;
+        let private_key = read_key(&ctx, "client.private_key_file", &c.private_key_file)?;
+        if raw.datacenter.is_empty() {
+            return Err(ctx.err(
+                "datacenter",
+                "no [[datacenter]] is configured",
+                "add at least one [[datacenter]] section with name, endpoint and public_key",
+            ));
+        }
+        if raw.datacenter.len() > MAX_DATACENTERS {
+            return Err(ctx.err(
+                "datacenter",
+                format!("{} datacenters", raw.datacenter.len()),
+                format!("configure at most {MAX_DATACENTERS}"),
+            ));
+        }
+        let own_public = private_key.public_key();
+        let mut names = HashSet::new();
+        let mut datacenters = Vec::new();
+        for (i, d) in raw.datacenter.iter().enumerate() {
+            let at = |k: &str| format!("datacenter[{i}].{k}");
+            check_name(&ctx, &at("name"), &d.name, &mut names)?;
+            let public_key = parse_public_key(&ctx, &at("public_key"), &d.public_key)?;
+            if public_key == own_public {
+                return Err(ctx.err(
+                    at("public_key"),
+                    "is this client's own public key",
+                    "use the gateway's public key",
+                ));
+            }
+            datacenters.push(Datacenter {
+                name: d.name.clone(),
+                endpoint: parse_endpoint(&ctx, &at("endpoint"), &d.endpoint)?,
+                public_key,
+                allowed_ips: AllowedIps::new(parse_prefixes(
+                    &ctx,
+                    &at("allowed_ips"),
+                    &d.allowed_ips,
+                )?),
+                mtu: check_mtu(&ctx, &at("mtu"), d.mtu)?,
+                persistent_keepalive: d.persistent_keepalive,
+            });
+        }
+        Ok(Self {
+            private_key,
+            stable_v4: v4,
+            stable_v6: v6,
+            control_socket: c
+                .control_socket
+                .unwrap_or_else(|| PathBuf::from(format!("/run/failoverd/{}.sock", c.interface))),
+            interface: c.interface,
+            routes,
+            datacenters,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// gateway
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGatewayFile {
+    gateway: RawGateway,
+    #[serde(default)]
+    client: Vec<RawGatewayClient>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    private_key_file: PathBuf,
+    #[serde(default = "default_listen_port")]
+    listen_port: u16,
+    address: Vec<String>,
+    #[serde(default = "default_gateway_interface")]
+    interface: String,
+    #[serde(default = "default_mtu")]
+    mtu: u32,
+    #[serde(default = "default_rate_limit")]
+    handshake_rate_limit: u64,
+    #[serde(default)]
+    control_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGatewayClient {
+    name: String,
+    public_key: String,
+    allowed_ips: Vec<String>,
+    #[serde(default)]
+    persistent_keepalive: u16,
+}
+
+/// One client, as a gateway knows it.
+#[derive(Debug, Clone)]
+pub struct GatewayClient {
+    /// unique name
+    pub name: String,
+    /// its public key
+    pub public_key: PublicKey,
+    /// its inner addresses
+    pub allowed_ips: AllowedIps,
+    /// seconds between keepalives (0: off)
+    pub persistent_keepalive: u16,
+}
+
+/// The gateway daemon's configuration.
+#[derive(Debug)]
+pub struct GatewayConfig {
+    /// our key
+    pub private_key: PrivateKey,
+    /// UDP port
+    pub listen_port: u16,
+    /// the gateway's inner addresses with their prefix length (the TUN's addresses)
+    pub address_hosts: Vec<(IpAddr, u8)>,
+    /// TUN name
+    pub interface: String,
+    /// TUN MTU
+    pub mtu: u16,
+    /// port-wide handshakes per second before cookies are required
+    pub handshake_rate_limit: u64,
+    /// control socket path
+    pub control_socket: PathBuf,
+    /// clients
+    pub clients: Vec<GatewayClient>,
+}
+
+impl GatewayConfig {
+    /// Reads, parses and validates `file`.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let raw: RawGatewayFile = read_toml(file)?;
+        let ctx = Ctx { file };
+        let g = raw.gateway;
+        check_interface(&ctx, "gateway.interface", &g.interface)?;
+        if g.listen_port == 0 {
+            return Err(ctx.err(
+                "gateway.listen_port",
+                "is 0",
+                "use a fixed port clients can reach, e.g. 51820",
+            ));
+        }
+        let mut address_hosts = Vec::new();
+        for (i, text) in g.address.iter().enumerate() {
+            let key = format!("gateway.address[{i}]");
+            let fix = "write the gateway's inner address with its prefix, e.g. 100.96.0.1/16";
+            let (a, l) = text
+                .split_once('/')
+                .ok_or_else(|| ctx.err(&key, format!("'{text}' has no /len"), fix))?;
+            let addr: IpAddr = a
+                .parse()
+                .map_err(|_| ctx.err(&key, format!("'{a}' is not an IP address"), fix))?;
+            let len: u8 = l
+                .parse()
+                .map_err(|_| ctx.err(&key, format!("'{l}' is not a prefix length"), fix))?;
+            Prefix::new(addr, len)
+                .ok_or_else(|| ctx.err(&key, format!("/{len} is too long"), fix))?;
+            address_hosts.push((addr, len));
+        }
+        if address_hosts.is_empty() {
+            return Err(ctx.err(
+                "gateway.address",
+                "is empty",
+                "give the gateway's inner address, e.g. [\"100.96.0.1/16\"]",
+            ));
+        }
+        let private_key = read_key(&ctx, "gateway.private_key_file", &g.private_key_file)?;
+        if raw.client.len() > MAX_CLIENTS {
+            return Err(ctx.err(
+                "client",
+                format!("{} clients", raw.client.len()),
+                format!("configure at most {MAX_CLIENTS}"),
+            ));
+        }
+        let own_public = private_key.public_key();
+        let mut names = HashSet::new();
+        let mut keys = HashSet::new();
+        let mut clients = Vec::new();
+        for (i, c) in raw.client.iter().enumerate() {
+            let at = |k: &str| format!("client[{i}].{k}");
+            check_name(&ctx, &at("name"), &c.name, &mut names)?;
+            let public_key = parse_public_key(&ctx, &at("public_key"), &c.public_key)?;
+            if public_key == own_public {
+                return Err(ctx.err(
+                    at("public_key"),
+                    "is this gateway's own public key",
+                    "use the client's public key",
+                ));
+            }
+            if !keys.insert(*public_key.as_bytes()) {
+                return Err(ctx.err(
+                    at("public_key"),
+                    "the same key is configured for two clients",
+                    "give each client its own key",
+                ));
+            }
+            let prefixes = parse_prefixes(&ctx, &at("allowed_ips"), &c.allowed_ips)?;
+            if prefixes.is_empty() {
+                return Err(ctx.err(
+                    at("allowed_ips"),
+                    "is empty",
+                    "give the client's stable address, e.g. [\"100.96.0.2/32\"]",
+                ));
+            }
+            for p in &prefixes {
+                if let Some(other) = clients.iter().find(|o: &&GatewayClient| {
+                    o.allowed_ips.prefixes().iter().any(|q| q.overlaps(p))
+                }) {
+                    return Err(ctx.err(
+                        at("allowed_ips"),
+                        format!("{p} overlaps client '{}'", other.name),
+                        "give every client distinct addresses",
+                    ));
+                }
+            }
+            clients.push(GatewayClient {
+                name: c.name.clone(),
+                public_key,
+                allowed_ips: AllowedIps::new(prefixes),
+                persistent_keepalive: c.persistent_keepalive,
+            });
+        }
+        Ok(Self {
+            private_key,
+            listen_port: g.listen_port,
+            address_hosts,
+            mtu: check_mtu(&ctx, "gateway.mtu", g.mtu)?,
+            handshake_rate_limit: g.handshake_rate_limit.max(1),
+            control_socket: g
+                .control_socket
+                .unwrap_or_else(|| PathBuf::from(format!("/run/failoverd/{}.sock", g.interface))),
+            interface: g.interface,
+            clients,
+        })
+    }
+}

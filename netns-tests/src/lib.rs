@@ -1,0 +1,12 @@
+//! The failover namespace lab and stream verifier.
+//!
+//! - [`lab`]: root-only network-namespace labs (namespaces, veths, bridges, processes) that
+//!   clean up after themselves, and the standard [`lab::Topology`] of DESIGN.md.
+//! - [`stream`]: the deterministic byte stream and its verifier core (pure, no IO, no clock),
+//!   plus the JSON reports of the `fo-lab` binary.
+//!
+//! The `fo-lab` binary (`src/bin/fo-lab.rs`) is the IO side of the verifier (`stream-serve`,
+//! `stream-send`), a hostile-datagram generator (`garbage`) and a lab self-test (`selftest`).
+
+pub mod lab;
+pub mod stream;
