@@ -73,6 +73,20 @@ pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result
     let mut out = vec![0u8; BUFFER_LEN];
     let mut timer_sends: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
     let mut send_errors: u64 = 0;
+    // The first timeout starts every handshake and arms every timer; after it, poll_timeout
+    // always has a deadline, so control requests cannot keep pushing the first tick away.
+    engine.handle_timeout(clock::now(), &mut out, |t| {
+        timer_sends.push((t.to, t.datagram.to_vec()))
+    });
+    for (to, datagram) in timer_sends.drain(..) {
+        if socket
+            .send_to(&datagram, net::for_socket(to, dual_stack))
+            .await
+            .is_err()
+        {
+            send_errors += 1;
+        }
+    }
     loop {
         let deadline = engine
             .poll_timeout()

@@ -67,6 +67,20 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
     let mut tun_drops = DropCounters::default();
     let mut datagrams: u64 = 0;
     let mut send_errors: u64 = 0;
+    // The first timeout starts every handshake and arms every timer; after it, poll_timeout
+    // always has a deadline, so control requests cannot keep pushing the first tick away.
+    responder.handle_timeout(clock::now(), &mut out, |t| {
+        timer_sends.push((t.to, t.datagram.to_vec()))
+    });
+    for (to, datagram) in timer_sends.drain(..) {
+        if socket
+            .send_to(&datagram, net::for_socket(to, dual_stack))
+            .await
+            .is_err()
+        {
+            send_errors += 1;
+        }
+    }
     loop {
         let deadline = responder
             .poll_timeout()

@@ -9,4 +9,5 @@
 //! `stream-send`), a hostile-datagram generator (`garbage`) and a lab self-test (`selftest`).
 
 pub mod lab;
+pub mod scenario;
 pub mod stream;

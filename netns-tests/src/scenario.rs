@@ -1,0 +1,379 @@
+//! Building blocks of the end-to-end scenarios: keys, our daemons with real config files,
+//! wireguard-go peers, control-socket queries, and verified streams. Used by the integration
+//! tests and by the demo, so both exercise exactly the same setup.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::lab::{bin_path, wait_until, Daemon, Lab, Ns, Topology};
+use crate::stream::SendReport;
+
+/// The client's stable inner addresses in every scenario.
+pub const STABLE_V4: &str = "100.96.0.2";
+/// IPv6 stable address.
+pub const STABLE_V6: &str = "fd00:96::2";
+/// The TCP port of the stream server.
+pub const STREAM_PORT: u16 = 5201;
+/// WireGuard port of every gateway.
+pub const WG_PORT: u16 = 51820;
+
+type Result<T> = std::io::Result<T>;
+
+fn other(msg: impl Into<String>) -> std::io::Error {
+    std::io::Error::other(msg.into())
+}
+
+/// A key pair written to `<dir>/<name>.key` (0600) with its public key.
+#[derive(Debug, Clone)]
+pub struct KeyPair {
+    /// the private key file
+    pub private_file: PathBuf,
+    /// base64 public key
+    pub public: String,
+}
+
+/// Makes a key pair with `failoverd genkey` / `failoverd pubkey`.
+pub fn keypair(lab: &Lab, name: &str) -> Result<KeyPair> {
+    let failoverd = bin_path("failoverd");
+    let out = std::process::Command::new(&failoverd)
+        .arg("genkey")
+        .output()?;
+    if !out.status.success() {
+        return Err(other("failoverd genkey failed"));
+    }
+    let private_file = lab.dir().join(format!("{name}.key"));
+    std::fs::write(&private_file, &out.stdout)?;
+    std::fs::set_permissions(&private_file, std::fs::Permissions::from_mode(0o600))?;
+    let mut child = std::process::Command::new(&failoverd)
+        .arg("pubkey")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| other("no stdin"))?
+        .write_all(&out.stdout)?;
+    let pubout = child.wait_with_output()?;
+    let public = String::from_utf8_lossy(&pubout.stdout).trim().to_owned();
+    if public.len() != 44 {
+        return Err(other(format!("failoverd pubkey printed {public:?}")));
+    }
+    Ok(KeyPair {
+        private_file,
+        public,
+    })
+}
+
+/// Asks a daemon's control socket for its status.
+pub fn status(socket: &Path) -> Result<serde_json::Value> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"{\"v\":1,\"cmd\":\"status\"}\n")?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(|e| other(format!("bad status answer {line:?}: {e}")))
+}
+
+/// A drop counter from a status answer's `drops` object (0 when absent).
+pub fn drop_count(drops: &serde_json::Value, label: &str) -> u64 {
+    drops
+        .get(label)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// One of our daemons running in a namespace.
+#[derive(Debug)]
+pub struct Running {
+    /// the process
+    pub daemon: Daemon,
+    /// its control socket
+    pub control: PathBuf,
+    /// its config file
+    pub config: PathBuf,
+}
+
+impl Running {
+    /// The daemon's status.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        status(&self.control)
+    }
+}
+
+/// Starts `failoverd gateway` in `ns` for one client, and waits for its control socket.
+pub fn start_gateway(
+    lab: &Lab,
+    ns: &Ns,
+    name: &str,
+    key: &KeyPair,
+    client_public: &str,
+    inner_v4: &str,
+    inner_v6: &str,
+) -> Result<Running> {
+    let control = lab.dir().join(format!("{name}.sock"));
+    let config = lab.dir().join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"[gateway]
+private_key_file = "{key}"
+listen_port = {WG_PORT}
+address = ["{inner_v4}/16", "{inner_v6}/64"]
+interface = "fogw0"
+mtu = 1420
+control_socket = "{control}"
+
+[[client]]
+name = "laptop"
+public_key = "{client_public}"
+allowed_ips = ["{STABLE_V4}/32", "{STABLE_V6}/128"]
+"#,
+            key = key.private_file.display(),
+            control = control.display(),
+        ),
+    )?;
+    let daemon = lab.spawn(
+        ns,
+        name,
+        &[
+            bin_path("failoverd").as_os_str(),
+            "gateway".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+    )?;
+    wait_for_socket(&daemon, &control)?;
+    Ok(Running {
+        daemon,
+        control,
+        config,
+    })
+}
+
+/// One datacenter as the client's config names it.
+#[derive(Debug, Clone)]
+pub struct DcEntry {
+    /// name
+    pub name: String,
+    /// underlay endpoint
+    pub endpoint: String,
+    /// gateway public key
+    pub public: String,
+}
+
+/// Starts the `failoverd` client in `ns` and waits until every tunnel is established.
+pub fn start_client(lab: &Lab, ns: &Ns, key: &KeyPair, dcs: &[DcEntry]) -> Result<Running> {
+    let control = lab.dir().join("client.sock");
+    let config = lab.dir().join("client.toml");
+    let mut text = format!(
+        r#"[client]
+private_key_file = "{key}"
+stable_address = ["{STABLE_V4}", "{STABLE_V6}"]
+interface = "failover0"
+routes = ["198.19.0.0/16", "fd00:19::/64", "100.96.0.0/16", "fd00:96::/64"]
+control_socket = "{control}"
+"#,
+        key = key.private_file.display(),
+        control = control.display(),
+    );
+    for dc in dcs {
+        text.push_str(&format!(
+            "\n[[datacenter]]\nname = \"{}\"\nendpoint = \"{}\"\npublic_key = \"{}\"\nmtu = 1420\n",
+            dc.name, dc.endpoint, dc.public
+        ));
+    }
+    std::fs::write(&config, text)?;
+    let daemon = lab.spawn(
+        ns,
+        "failoverd-client",
+        &[
+            bin_path("failoverd").as_os_str(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+    )?;
+    wait_for_socket(&daemon, &control)?;
+    let running = Running {
+        daemon,
+        control,
+        config,
+    };
+    wait_until(
+        Duration::from_secs(15),
+        "every client tunnel established",
+        || {
+            running.status().ok().and_then(|s| {
+                s["datacenters"]
+                    .as_array()
+                    .map(|dcs| dcs.iter().all(|d| d["established"] == true))
+            }) == Some(true)
+        },
+    )?;
+    Ok(running)
+}
+
+fn wait_for_socket(daemon: &Daemon, control: &Path) -> Result<()> {
+    wait_until(Duration::from_secs(10), "daemon control socket", || {
+        !daemon.is_running() || status(control).is_ok()
+    })?;
+    if !daemon.is_running() {
+        return Err(other(format!(
+            "{} exited: {}",
+            daemon.name(),
+            daemon.read_stderr()
+        )));
+    }
+    Ok(())
+}
+
+/// Routes the VPN ranges from the server to datacenter `i`'s inside address (the return path;
+/// the gateway's own claim replaces this in the failover work).
+pub fn server_return_route(lab: &Lab, topo: &Topology, i: usize) -> Result<()> {
+    lab.route_replace(
+        &topo.server,
+        &format!("100.96.0.0/16 via {}", Topology::dc_inside_ip4(i)),
+    )?;
+    lab.route_replace(
+        &topo.server,
+        &format!("fd00:96::/64 via {}", Topology::dc_inside_ip6(i)),
+    )
+}
+
+/// Starts the stream server on the server, listening on every address.
+pub fn start_stream_server(lab: &Lab, topo: &Topology) -> Result<Daemon> {
+    let d = lab.spawn(
+        &topo.server,
+        "stream-serve",
+        &[
+            bin_path("fo-lab").as_os_str(),
+            "stream-serve".as_ref(),
+            "--listen".as_ref(),
+            format!("[::]:{STREAM_PORT}").as_ref(),
+        ],
+    )?;
+    lab.wait_tcp_listening(&topo.server, STREAM_PORT)?;
+    Ok(d)
+}
+
+/// Runs a verified stream from `ns` to the server at `server` with `bytes` each way.
+pub fn run_stream(lab: &Lab, ns: &Ns, server: IpAddr, bytes: u64, seed: u64) -> Result<SendReport> {
+    let target = match server {
+        IpAddr::V4(a) => format!("{a}:{STREAM_PORT}"),
+        IpAddr::V6(a) => format!("[{a}]:{STREAM_PORT}"),
+    };
+    let out = lab.exec_unchecked(
+        ns,
+        &[
+            bin_path("fo-lab").display().to_string(),
+            "stream-send".into(),
+            "--connect".into(),
+            target,
+            "--up".into(),
+            bytes.to_string(),
+            "--down".into(),
+            bytes.to_string(),
+            "--seed".into(),
+            seed.to_string(),
+            "--timeout-secs".into(),
+            "240".into(),
+        ],
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    SendReport::parse(&stdout).map_err(|e| {
+        other(format!(
+            "stream-send output {stdout:?} / {}: {e}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    })
+}
+
+/// Bytes per direction for the long verified streams: 200 MB, or `FAILOVER_STREAM_BYTES`.
+pub fn stream_bytes() -> u64 {
+    std::env::var("FAILOVER_STREAM_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000_000)
+}
+
+/// A short, unique interface name for a wireguard-go peer (its control socket under
+/// /var/run/wireguard is not per namespace).
+pub fn wg_ifname(lab: &Lab, role: &str) -> String {
+    let id: String = lab
+        .id()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let mut name = format!("wg{role}{id}");
+    name.truncate(15);
+    name
+}
+
+/// Starts Debian's wireguard-go in `ns` with interface `ifname`, configures it with `wg`.
+/// `wg_args` follow `wg set IFNAME private-key FILE`.
+pub fn start_wireguard_go(
+    lab: &Lab,
+    ns: &Ns,
+    ifname: &str,
+    key: &KeyPair,
+    wg_args: &[&str],
+    addresses: &[&str],
+    routes: &[&str],
+) -> Result<Daemon> {
+    let daemon = lab.spawn(
+        ns,
+        &format!("wireguard-go-{ifname}"),
+        &[
+            "env",
+            "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1",
+            "wireguard-go",
+            "-f",
+            ifname,
+        ],
+    )?;
+    let sock = PathBuf::from(format!("/var/run/wireguard/{ifname}.sock"));
+    wait_until(
+        Duration::from_secs(10),
+        "wireguard-go control socket",
+        || sock.exists() || !daemon.is_running(),
+    )?;
+    if !daemon.is_running() {
+        return Err(other(format!(
+            "wireguard-go exited: {}",
+            daemon.read_stderr()
+        )));
+    }
+    let key_file = key.private_file.display().to_string();
+    let mut args = vec!["wg", "set", ifname, "private-key", key_file.as_str()];
+    args.extend_from_slice(wg_args);
+    lab.exec(ns, &args)?;
+    lab.exec(ns, &["ip", "link", "set", ifname, "mtu", "1420", "up"])?;
+    for a in addresses {
+        lab.addr(ns, ifname, a)?;
+    }
+    for r in routes {
+        lab.exec(ns, &["ip", "route", "replace", r, "dev", ifname])?;
+    }
+    Ok(daemon)
+}
+
+/// One line summing up a stream report, for logs and the demo.
+pub fn describe(report: &SendReport) -> String {
+    format!(
+        "ok={} up {}/{} B verified by server (longest stall {:.1} ms), down {}/{} B verified ({:.0} Mbit/s, longest stall {:.1} ms), {:.0} ms{}",
+        report.ok,
+        report.up.verified_by_server,
+        report.up.bytes_sent,
+        report.up.server_longest_stall_ms.unwrap_or(f64::NAN),
+        report.down.verified,
+        report.down.bytes,
+        report.down.goodput_mbps,
+        report.down.longest_stall_ms,
+        report.elapsed_ms,
+        report.error.as_ref().map(|e| format!(", error: {e}")).unwrap_or_default(),
+    )
+}

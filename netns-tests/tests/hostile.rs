@@ -1,0 +1,118 @@
+//! Garbage at the gateway's UDP port while a verified stream runs through it: random bytes,
+//! truncated handshakes, wrong message types, 0- and 65 507-byte datagrams. The stream must
+//! complete, the daemons must not panic, and the drop counters must move.
+
+use std::time::Duration;
+
+use netns_tests::lab::{bin_path, Lab, Topology};
+use netns_tests::scenario::*;
+use netns_tests::stream::SendReport;
+
+fn total_drops(drops: &serde_json::Value) -> u64 {
+    drops
+        .as_object()
+        .map(|m| m.values().filter_map(serde_json::Value::as_u64).sum())
+        .unwrap_or(0)
+}
+
+#[test]
+fn garbage_at_the_port_while_a_stream_runs() {
+    let mut lab = Lab::new("hostile").unwrap();
+    let topo = Topology::build(&mut lab, 1).unwrap();
+    let client_key = keypair(&lab, "client").unwrap();
+    let gw_key = keypair(&lab, "dc1").unwrap();
+    let gw = start_gateway(
+        &lab,
+        &topo.dcs[0],
+        "dc1",
+        &gw_key,
+        &client_key.public,
+        "100.96.0.1",
+        "fd00:96::1",
+    )
+    .unwrap();
+    server_return_route(&lab, &topo, 1).unwrap();
+    let client = start_client(
+        &lab,
+        &topo.client,
+        &client_key,
+        &[DcEntry {
+            name: "dc1".into(),
+            endpoint: format!("198.18.0.11:{WG_PORT}"),
+            public: gw_key.public.clone(),
+        }],
+    )
+    .unwrap();
+    let _server = start_stream_server(&lab, &topo).unwrap();
+    let bytes = stream_bytes().min(100_000_000);
+    let stream = lab
+        .spawn(
+            &topo.client,
+            "stream-send",
+            &[
+                bin_path("fo-lab").display().to_string(),
+                "stream-send".into(),
+                "--connect".into(),
+                format!("198.19.0.100:{STREAM_PORT}"),
+                "--up".into(),
+                bytes.to_string(),
+                "--down".into(),
+                bytes.to_string(),
+                "--timeout-secs".into(),
+                "240".into(),
+            ],
+        )
+        .unwrap();
+    // Garbage from the underlay (the client's namespace, another source port) and from the
+    // gateway's inside towards its own underlay address, both during the stream.
+    for seed in 1..=3u64 {
+        let out = lab
+            .exec(
+                &topo.client,
+                &[
+                    bin_path("fo-lab").display().to_string(),
+                    "garbage".into(),
+                    "--target".into(),
+                    format!("198.18.0.11:{WG_PORT}"),
+                    "--count".into(),
+                    "3000".into(),
+                    "--seed".into(),
+                    seed.to_string(),
+                ],
+            )
+            .unwrap();
+        eprintln!("garbage: {}", String::from_utf8_lossy(&out.stdout).trim());
+    }
+    let status = stream
+        .wait_exit(Duration::from_secs(300))
+        .expect("stream finished");
+    let report = SendReport::parse(&stream.read_stdout()).unwrap();
+    eprintln!("stream under garbage: {}", describe(&report));
+    assert!(status.success() && report.ok, "{}", describe(&report));
+    assert_eq!(report.up.verified_by_server, bytes);
+    assert_eq!(report.down.verified, bytes);
+
+    assert!(
+        gw.daemon.is_running(),
+        "gateway died: {}",
+        gw.daemon.read_stderr()
+    );
+    assert!(
+        client.daemon.is_running(),
+        "client died: {}",
+        client.daemon.read_stderr()
+    );
+    let s = gw.status().unwrap();
+    eprintln!("gateway status: {s}");
+    let port = total_drops(&s["port_drops"]);
+    let peer = total_drops(&s["clients"][0]["drops"]);
+    assert!(
+        drop_count(&s["port_drops"], "malformed") > 0,
+        "malformed datagrams counted"
+    );
+    assert!(
+        port + peer > 1000,
+        "drops counted: port {port}, peer {peer}"
+    );
+    assert!(!gw.daemon.read_stderr().contains("panicked"));
+}

@@ -1,0 +1,176 @@
+//! Interoperability with Debian's wireguard-go (configured with `wg`), both ways, and cryptokey
+//! routing on our gateway against a real peer that sends from an address it may not use.
+
+use std::time::Duration;
+
+use netns_tests::lab::{wait_until, Lab, Topology};
+use netns_tests::scenario::*;
+
+fn interop_bytes() -> u64 {
+    stream_bytes().min(50_000_000)
+}
+
+fn ping(lab: &Lab, ns: &netns_tests::lab::Ns, args: &[&str]) -> bool {
+    let mut full = vec!["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2"];
+    full.extend_from_slice(args);
+    lab.exec_unchecked(ns, &full)
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn our_client_against_a_wireguard_go_gateway() {
+    let mut lab = Lab::new("interop-gw").unwrap();
+    let topo = Topology::build(&mut lab, 1).unwrap();
+    let client_key = keypair(&lab, "client").unwrap();
+    let gw_key = keypair(&lab, "dc1").unwrap();
+    let ifname = wg_ifname(&lab, "g");
+    let allowed = format!("{STABLE_V4}/32,{STABLE_V6}/128");
+    let _wg = start_wireguard_go(
+        &lab,
+        &topo.dcs[0],
+        &ifname,
+        &gw_key,
+        &[
+            "listen-port",
+            "51820",
+            "peer",
+            &client_key.public,
+            "allowed-ips",
+            &allowed,
+        ],
+        &["100.96.0.1/16", "fd00:96::1/64"],
+        &[],
+    )
+    .unwrap();
+    server_return_route(&lab, &topo, 1).unwrap();
+    let client = start_client(
+        &lab,
+        &topo.client,
+        &client_key,
+        &[DcEntry {
+            name: "dc1".into(),
+            endpoint: format!("198.18.0.11:{WG_PORT}"),
+            public: gw_key.public.clone(),
+        }],
+    )
+    .unwrap();
+    assert!(
+        ping(&lab, &topo.client, &["198.19.0.100"]),
+        "ping over IPv4 through wireguard-go"
+    );
+    assert!(
+        ping(&lab, &topo.client, &["fd00:19::100"]),
+        "ping over IPv6 through wireguard-go"
+    );
+    let _server = start_stream_server(&lab, &topo).unwrap();
+    let bytes = interop_bytes();
+    let report = run_stream(&lab, &topo.client, Topology::SERVER_IP4.into(), bytes, 7).unwrap();
+    eprintln!("our client -> wireguard-go: {}", describe(&report));
+    assert!(report.ok, "{}", describe(&report));
+    assert_eq!(report.up.verified_by_server, bytes);
+    assert_eq!(report.down.verified, bytes);
+    eprintln!("client status: {}", client.status().unwrap());
+}
+
+fn wireguard_go_client_setup(
+    lab: &mut Lab,
+    extra_address: Option<&str>,
+) -> (Topology, Running, netns_tests::lab::Daemon) {
+    let topo = Topology::build(lab, 1).unwrap();
+    let client_key = keypair(lab, "client").unwrap();
+    let gw_key = keypair(lab, "dc1").unwrap();
+    let gw = start_gateway(
+        lab,
+        &topo.dcs[0],
+        "dc1",
+        &gw_key,
+        &client_key.public,
+        "100.96.0.1",
+        "fd00:96::1",
+    )
+    .unwrap();
+    server_return_route(lab, &topo, 1).unwrap();
+    let ifname = wg_ifname(lab, "c");
+    let endpoint = format!("198.18.0.11:{WG_PORT}");
+    let mut addresses = vec!["100.96.0.2/32", "fd00:96::2/128"];
+    addresses.extend(extra_address);
+    let wg = start_wireguard_go(
+        lab,
+        &topo.client,
+        &ifname,
+        &client_key,
+        &[
+            "peer",
+            &gw_key.public,
+            "endpoint",
+            &endpoint,
+            "allowed-ips",
+            "0.0.0.0/0,::/0",
+            "persistent-keepalive",
+            "25",
+        ],
+        &addresses,
+        &["198.19.0.0/16", "fd00:19::/64"],
+    )
+    .unwrap();
+    (topo, gw, wg)
+}
+
+#[test]
+fn a_wireguard_go_client_against_our_gateway() {
+    let mut lab = Lab::new("interop-cl").unwrap();
+    let (topo, gw, _wg) = wireguard_go_client_setup(&mut lab, None);
+    assert!(
+        ping(&lab, &topo.client, &["198.19.0.100"]),
+        "ping over IPv4 through our gateway"
+    );
+    assert!(
+        ping(&lab, &topo.client, &["fd00:19::100"]),
+        "ping over IPv6 through our gateway"
+    );
+    let _server = start_stream_server(&lab, &topo).unwrap();
+    let bytes = interop_bytes();
+    let report = run_stream(&lab, &topo.client, Topology::SERVER_IP6.into(), bytes, 8).unwrap();
+    eprintln!("wireguard-go client -> our gateway: {}", describe(&report));
+    assert!(report.ok, "{}", describe(&report));
+    assert_eq!(report.up.verified_by_server, bytes);
+    assert_eq!(report.down.verified, bytes);
+    let s = gw.status().unwrap();
+    eprintln!("gateway status: {s}");
+    assert_eq!(s["clients"][0]["established"], true);
+}
+
+#[test]
+fn gateway_drops_inner_sources_outside_the_peers_allowed_ips() {
+    let mut lab = Lab::new("cryptokey").unwrap();
+    // the wireguard-go client also owns 100.96.0.9, which the gateway does not allow for it
+    let (topo, gw, _wg) = wireguard_go_client_setup(&mut lab, Some("100.96.0.9/32"));
+    assert!(
+        ping(&lab, &topo.client, &["198.19.0.100"]),
+        "the allowed source works"
+    );
+    let before = drop_count(
+        &gw.status().unwrap()["clients"][0]["drops"],
+        "inner_source_not_allowed",
+    );
+    assert!(
+        !ping(&lab, &topo.client, &["-I", "100.96.0.9", "198.19.0.100"]),
+        "a packet from a source outside the allowed IPs must not get through"
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "inner_source_not_allowed to count the pings",
+        || {
+            gw.status()
+                .map(|s| {
+                    drop_count(&s["clients"][0]["drops"], "inner_source_not_allowed") >= before + 3
+                })
+                .unwrap_or(false)
+        },
+    )
+    .unwrap();
+    let s = gw.status().unwrap();
+    eprintln!("gateway status: {s}");
+    assert!(gw.daemon.is_running());
+}
