@@ -1,0 +1,217 @@
+//! Bad configurations: the daemon exits non-zero, before touching the system, with a message
+//! that names the file, the key and the fix. Runs without root.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const GATEWAY_PUB: &str = "hq7aij0ZmmD1zIWdCs0XTzIw1HvUAn9wTcXD53zON0c=";
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Dir {
+    let dir = std::env::temp_dir().join(format!("failoverd-cfg-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    Dir(dir)
+}
+
+fn write_key(dir: &Path, mode: u32) -> PathBuf {
+    let out = Command::new(env!("CARGO_BIN_EXE_failoverd"))
+        .arg("genkey")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let path = dir.join("client.key");
+    std::fs::write(&path, &out.stdout).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+fn client_config(key: &Path, datacenters: &str, extra_client_line: &str) -> String {
+    format!(
+        "[client]\nprivate_key_file = \"{}\"\nstable_address = [\"100.96.0.2\"]\n{extra_client_line}\n{datacenters}",
+        key.display()
+    )
+}
+
+fn dc(name: &str, endpoint: &str, key: &str) -> String {
+    format!(
+        "[[datacenter]]\nname = \"{name}\"\nendpoint = \"{endpoint}\"\npublic_key = \"{key}\"\n\n"
+    )
+}
+
+/// Runs `failoverd check --config`, expects failure, returns stderr.
+fn refused(dir: &Path, config: &str) -> (PathBuf, String) {
+    let file = dir.join("client.toml");
+    std::fs::write(&file, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_failoverd"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "expected a refusal, got success for:\n{config}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&file.display().to_string()),
+        "names the file: {stderr}"
+    );
+    assert!(stderr.contains("fix:"), "says how to fix it: {stderr}");
+    eprintln!("{stderr}");
+    (file, stderr)
+}
+
+#[test]
+fn a_good_config_passes_the_check() {
+    let dir = scratch("good");
+    let key = write_key(&dir.0, 0o600);
+    let file = dir.0.join("client.toml");
+    std::fs::write(
+        &file,
+        client_config(&key, &dc("dc1", "198.18.0.11:51820", GATEWAY_PUB), ""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_failoverd"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn missing_key_file() {
+    let dir = scratch("missing");
+    let key = dir.0.join("nope.key");
+    let (_, err) = refused(
+        &dir.0,
+        &client_config(&key, &dc("dc1", "198.18.0.11:51820", GATEWAY_PUB), ""),
+    );
+    assert!(err.contains("client.private_key_file"), "{err}");
+    assert!(err.contains("failoverd genkey"), "{err}");
+}
+
+#[test]
+fn world_readable_key_file() {
+    let dir = scratch("perm");
+    let key = write_key(&dir.0, 0o644);
+    let (_, err) = refused(
+        &dir.0,
+        &client_config(&key, &dc("dc1", "198.18.0.11:51820", GATEWAY_PUB), ""),
+    );
+    assert!(err.contains("client.private_key_file"), "{err}");
+    assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
+}
+
+#[test]
+fn symlinked_key_file() {
+    let dir = scratch("link");
+    let key = write_key(&dir.0, 0o600);
+    let link = dir.0.join("link.key");
+    std::os::unix::fs::symlink(&key, &link).unwrap();
+    let (_, err) = refused(
+        &dir.0,
+        &client_config(&link, &dc("dc1", "198.18.0.11:51820", GATEWAY_PUB), ""),
+    );
+    assert!(err.contains("symbolic link"), "{err}");
+}
+
+#[test]
+fn bad_base64_public_key() {
+    let dir = scratch("b64");
+    let key = write_key(&dir.0, 0o600);
+    let (_, err) = refused(
+        &dir.0,
+        &client_config(&key, &dc("dc1", "198.18.0.11:51820", "not*base64"), ""),
+    );
+    assert!(err.contains("datacenter[0].public_key"), "{err}");
+    assert!(err.contains("base64"), "{err}");
+}
+
+#[test]
+fn unknown_key() {
+    let dir = scratch("unknown");
+    let key = write_key(&dir.0, 0o600);
+    let (_, err) = refused(
+        &dir.0,
+        &client_config(
+            &key,
+            &dc("dc1", "198.18.0.11:51820", GATEWAY_PUB),
+            "interfase = \"fo0\"",
+        ),
+    );
+    assert!(err.contains("interfase"), "{err}");
+    assert!(err.contains("spelling"), "{err}");
+}
+
+#[test]
+fn duplicate_datacenter_names() {
+    let dir = scratch("dup");
+    let key = write_key(&dir.0, 0o600);
+    let dcs =
+        dc("dc1", "198.18.0.11:51820", GATEWAY_PUB) + &dc("dc1", "198.18.0.12:51820", GATEWAY_PUB);
+    let (_, err) = refused(&dir.0, &client_config(&key, &dcs, ""));
+    assert!(err.contains("datacenter[1].name"), "{err}");
+    assert!(err.contains("twice"), "{err}");
+}
+
+#[test]
+fn endpoint_without_port() {
+    let dir = scratch("port");
+    let key = write_key(&dir.0, 0o600);
+    let (_, err) = refused(
+        &dir.0,
+        &client_config(&key, &dc("dc1", "198.18.0.11", GATEWAY_PUB), ""),
+    );
+    assert!(err.contains("datacenter[0].endpoint"), "{err}");
+    assert!(
+        err.contains("198.18.0.11:51820"),
+        "the fix shows the corrected form: {err}"
+    );
+}
+
+#[test]
+fn low_order_public_key_is_refused() {
+    let dir = scratch("loworder");
+    let key = write_key(&dir.0, 0o600);
+    let zero = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let (_, err) = refused(
+        &dir.0,
+        &client_config(&key, &dc("dc1", "198.18.0.11:51820", zero), ""),
+    );
+    assert!(err.contains("low-order"), "{err}");
+}
+
+#[test]
+fn genkey_and_pubkey_match_wg() {
+    // The vector in tunnel's unit tests came from `wg genkey | wg pubkey`; here the CLI path.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_failoverd"))
+        .arg("pubkey")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"EC9vEwFgAbTRrp7n/XCvZEd5fklWPF2ETdgEaIGLnlY=\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), GATEWAY_PUB);
+}
