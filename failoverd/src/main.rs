@@ -88,11 +88,16 @@ fn config_arg(args: &[String]) -> Result<PathBuf, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (command, rest) = match args.first().map(String::as_str) {
-        Some("client" | "gateway" | "check" | "check-gateway" | "genkey" | "pubkey") => {
-            (args[0].as_str(), &args[1..])
+    let (command, rest) = match args.split_first() {
+        Some((first, rest))
+            if matches!(
+                first.as_str(),
+                "client" | "gateway" | "check" | "check-gateway" | "genkey" | "pubkey"
+            ) =>
+        {
+            (first.as_str(), rest)
         }
-        Some("-h" | "--help") => {
+        Some((first, _)) if first == "-h" || first == "--help" => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }

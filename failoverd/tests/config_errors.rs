@@ -1,6 +1,13 @@
 //! Bad configurations: the daemon exits non-zero, before touching the system, with a message
 //! that names the file, the key and the fix. Runs without root.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)] // a test fails by panicking
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -208,9 +208,10 @@ control_socket = "{control}"
         "every client tunnel established",
         || {
             running.status().ok().and_then(|s| {
-                s["datacenters"]
-                    .as_array()
-                    .map(|dcs| dcs.iter().all(|d| d["established"] == true))
+                s.get("datacenters").and_then(|d| d.as_array()).map(|dcs| {
+                    dcs.iter()
+                        .all(|d| d.get("established") == Some(&serde_json::Value::Bool(true)))
+                })
             }) == Some(true)
         },
     )?;

@@ -6,6 +6,13 @@
 //!   100.96.0.2 / fd00:96::2        198.18.0.0/24            198.19.0.0/24, fd00:19::/64
 //! ```
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)] // a test fails by panicking
+
 use netns_tests::lab::{Lab, Topology};
 use netns_tests::scenario::*;
 

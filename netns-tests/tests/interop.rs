@@ -1,6 +1,13 @@
 //! Interoperability with Debian's wireguard-go (configured with `wg`), both ways, and cryptokey
 //! routing on our gateway against a real peer that sends from an address it may not use.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)] // a test fails by panicking
+
 use std::time::Duration;
 
 use netns_tests::lab::{wait_until, Lab, Topology};

@@ -198,7 +198,7 @@ impl Tunnel {
         Outcome::Dropped(reason)
     }
 
-    fn to_endpoint<'o>(&mut self, datagram: &'o [u8]) -> Outcome<'o> {
+    fn send_to_endpoint<'o>(&mut self, datagram: &'o [u8]) -> Outcome<'o> {
         match self.endpoint {
             Some(to) => Outcome::Transmit(Transmit { to, datagram }),
             None => self.drop_with(DropReason::NoEndpoint),
@@ -215,7 +215,7 @@ impl Tunnel {
             return self.drop_with(DropReason::NoEndpoint);
         }
         match self.tunn.encapsulate(packet, out) {
-            TunnResult::WriteToNetwork(datagram) => self.to_endpoint(datagram),
+            TunnResult::WriteToNetwork(datagram) => self.send_to_endpoint(datagram),
             TunnResult::Err(e) => self.drop_with(classify(&e)),
             _ => Outcome::Done,
         }
@@ -266,7 +266,7 @@ impl Tunnel {
                 self.authenticated(now, from);
                 self.handshakes += 1;
                 self.flush_queued = true;
-                self.to_endpoint(reply)
+                self.send_to_endpoint(reply)
             }
             TunnResult::WriteToTunnelV4(packet, _) | TunnResult::WriteToTunnelV6(packet, _) => {
                 self.authenticated(now, from);
@@ -344,7 +344,7 @@ impl Tunnel {
         let start_handshake = match action {
             TimerAction::Send(len) => {
                 return match out.get(..len) {
-                    Some(datagram) => self.to_endpoint(datagram),
+                    Some(datagram) => self.send_to_endpoint(datagram),
                     None => Outcome::Done,
                 }
             }
@@ -361,7 +361,7 @@ impl Tunnel {
             if let TunnResult::WriteToNetwork(datagram) =
                 self.tunn.format_handshake_initiation(out, false)
             {
-                return self.to_endpoint(datagram);
+                return self.send_to_endpoint(datagram);
             }
         }
         Outcome::Done

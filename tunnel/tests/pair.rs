@@ -1,6 +1,13 @@
 //! A client `Tunnel` and a gateway `Responder` talking over an in-memory network on a virtual
 //! clock: handshake, data both ways, cryptokey routing, and the endpoint rules.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)] // a test fails by panicking
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -78,7 +85,7 @@ impl Pair {
 
     /// Sends client→gateway `datagram`, returns what the gateway produced for the client and any
     /// packet it delivered.
-    fn to_gateway(&mut self, datagram: &[u8]) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
+    fn deliver_to_gateway(&mut self, datagram: &[u8]) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
         let mut replies = Vec::new();
         let mut delivered = None;
         let (peer, out) =
@@ -110,7 +117,7 @@ impl Pair {
             Outcome::Transmit(t) => t.datagram.to_vec(),
             other => panic!("expected an initiation, got {other:?}"),
         };
-        let (replies, _) = self.to_gateway(&init);
+        let (replies, _) = self.deliver_to_gateway(&init);
         assert_eq!(replies.len(), 1, "one handshake response");
         let out = self
             .client
@@ -119,7 +126,7 @@ impl Pair {
             Outcome::Transmit(t) => t.datagram.to_vec(),
             other => panic!("expected a keepalive, got {other:?}"),
         };
-        let (_, delivered) = self.to_gateway(&keepalive);
+        let (_, delivered) = self.deliver_to_gateway(&keepalive);
         assert!(delivered.is_none());
         assert!(self.client.is_established());
     }
@@ -134,7 +141,7 @@ fn handshake_then_data_both_ways() {
         Outcome::Transmit(t) => t.datagram.to_vec(),
         other => panic!("{other:?}"),
     };
-    let (_, delivered) = pair.to_gateway(&datagram);
+    let (_, delivered) = pair.deliver_to_gateway(&datagram);
     assert_eq!(delivered.as_deref(), Some(&up[..]));
 
     // back: route by destination to the client
@@ -276,6 +283,6 @@ fn hostile_datagrams_never_panic() {
         Outcome::Transmit(t) => t.datagram.to_vec(),
         other => panic!("{other:?}"),
     };
-    let (_, delivered) = pair.to_gateway(&datagram);
+    let (_, delivered) = pair.deliver_to_gateway(&datagram);
     assert_eq!(delivered.as_deref(), Some(&up[..]));
 }
