@@ -29,6 +29,7 @@ usage:
   fo-lab stream-serve --listen ADDR:PORT [--timeout-secs T (300)]
   fo-lab stream-send  --connect ADDR:PORT --up N --down N [--seed S (1)]
                       [--timeout-secs T (300)] [--bins-file PATH]
+  fo-lab flood        --target ADDR:PORT --public-key KEY [--count N (10000)] [--sources IP,IP,..]
   fo-lab garbage      --target ADDR:PORT [--count N (2000)] [--seed S (1)]
   fo-lab selftest     [--bytes N (50000000)] [--dcs N (2)]
 ADDR may be IPv6 in brackets, e.g. [fd00:19::100]:5201.";
@@ -60,6 +61,9 @@ fn main() -> ExitCode {
         )
         .and_then(stream_send),
         "garbage" => Flags::parse(rest, &["target", "count", "seed"]).and_then(garbage),
+        "flood" => {
+            Flags::parse(rest, &["target", "public-key", "count", "sources"]).and_then(flood)
+        }
         "selftest" => Flags::parse(rest, &["bytes", "dcs"]).and_then(selftest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
@@ -699,6 +703,75 @@ fn datagram(class: &str, rng: &mut Rng, case: u64) -> Vec<u8> {
 
 fn rng_type_1_to_4(case: u64) -> u8 {
     (case % 4) as u8 + 1
+}
+
+/// Sends `count` handshake initiations with valid MAC1 for the gateway key `public-key`, each
+/// from a fresh random static key (so none is a configured peer), round-robin over UDP sockets
+/// bound to `sources` (comma-separated addresses on this namespace's interfaces). This is the
+/// flood a WireGuard responder must survive with cookies: it cannot be told from a real client
+/// before the expensive Diffie-Hellman, except by rate and source address.
+fn flood(flags: Flags) -> Result<ExitCode, UsageError> {
+    use tunnel::{
+        AllowedIps, EndpointPolicy, Outcome, PrivateKey, PublicKey, Tunnel, TunnelConfig,
+    };
+    let target: SocketAddr = flags.required("target")?;
+    let count: u64 = flags.or("count", 10_000)?;
+    let key: String = flags.required("public-key")?;
+    let gateway =
+        PublicKey::from_base64(&key).map_err(|e| UsageError(format!("--public-key: {e}")))?;
+    let sources: String = flags.or("sources", String::from("0.0.0.0"))?;
+    let mut sockets = Vec::new();
+    for s in sources.split(',') {
+        let ip: std::net::IpAddr = s
+            .trim()
+            .parse()
+            .map_err(|e| UsageError(format!("--sources {s}: {e}")))?;
+        match UdpSocket::bind(SocketAddr::new(ip, 0)) {
+            Ok(sock) => sockets.push(sock),
+            Err(e) => {
+                eprintln!("fo-lab flood: bind {ip}: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    let start = now();
+    let mut buf = vec![0u8; 2048];
+    let (mut sent, mut errors) = (0u64, 0u64);
+    for i in 0..count {
+        let Ok(mut tunnel) = Tunnel::new(TunnelConfig {
+            private_key: PrivateKey::generate(),
+            peer_public_key: gateway,
+            persistent_keepalive: None,
+            index: 0,
+            allowed_ips: AllowedIps::default(),
+            endpoint: EndpointPolicy::Fixed(target),
+            keep_established: true,
+        }) else {
+            continue;
+        };
+        let socket = sockets.get((i as usize) % sockets.len().max(1));
+        if let (Outcome::Transmit(t), Some(socket)) =
+            (tunnel.handle_timeout(now(), &mut buf), socket)
+        {
+            match socket.send_to(t.datagram, target) {
+                Ok(_) => sent += 1,
+                Err(_) => errors += 1,
+            }
+        }
+    }
+    let report = serde_json::json!({
+        "target": target.to_string(),
+        "sent": sent,
+        "send_errors": errors,
+        "sources": sockets.len(),
+        "elapsed_ms": now().duration_since(start).as_secs_f64() * 1e3,
+    });
+    println!("{report}");
+    Ok(if sent > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn garbage(flags: Flags) -> Result<ExitCode, UsageError> {
