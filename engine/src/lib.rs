@@ -11,15 +11,24 @@
 //! - [`Engine::handle_timeout`] no later than [`Engine::poll_timeout`];
 //! - [`Engine::poll_event`] after any of them, until `None`.
 //!
-//! For now traffic always uses the first datacenter; switching between them is the failover
-//! work that builds on this.
+//! Every tunnel is probed from inside (a [`probe::PathMonitor`] each); authenticated inbound
+//! traffic counts as evidence too. A [`probe::Selector`] picks the active tunnel; on a switch the
+//! new gateway is told at once (a probe with intent Active, so it claims the stable address) and
+//! the old one too (intent Standby, so it releases it), and an [`Event::Switched`] records why,
+//! from where to where, and how long detection took.
 
 #![forbid(unsafe_code)]
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::time::Instant;
+pub mod gateway;
 
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use probe::health::{HealthChange, ProbeCounters};
+use probe::packet::ProbeTarget;
+use probe::select::PathView;
+use probe::{Intent, PathHealth, PathMonitor, Policy, ProbeConfig, Selector, SwitchReason};
 use sessionkeeper::StableAddresses;
 use tunnel::{DropCounters, DropReason, Outcome, Transmit, Tunnel, TunnelConfig, TunnelStats};
 
@@ -33,6 +42,10 @@ pub struct DatacenterConfig {
     pub name: String,
     /// the session to its gateway (endpoint fixed, kept established)
     pub tunnel: TunnelConfig,
+    /// where this tunnel's probes go
+    pub probe: ProbeTarget,
+    /// random per process and tunnel (the front end draws it; the engine has no randomness)
+    pub probe_nonce: u64,
 }
 
 /// What the engine needs.
@@ -42,6 +55,10 @@ pub struct EngineConfig {
     pub stable: StableAddresses,
     /// the datacenters, in priority order
     pub datacenters: Vec<DatacenterConfig>,
+    /// probe timing, detection, hold-down and damping
+    pub probe: ProbeConfig,
+    /// path selection policy
+    pub policy: Policy,
 }
 
 /// Index of a datacenter in configuration order.
@@ -55,6 +72,26 @@ pub enum Event {
     Established(DcId),
     /// a datacenter's session was lost (expired with no replacement yet)
     Lost(DcId),
+    /// a datacenter's health changed
+    Health {
+        /// which
+        dc: DcId,
+        /// before
+        from: PathHealth,
+        /// after
+        to: PathHealth,
+    },
+    /// traffic moved
+    Switched {
+        /// from
+        from: DcId,
+        /// to
+        to: DcId,
+        /// why
+        reason: SwitchReason,
+        /// for a failure: how long the old tunnel had been silent when declared down
+        detection: Option<Duration>,
+    },
 }
 
 /// Errors building the engine.
@@ -63,6 +100,14 @@ pub enum EngineError {
     /// no datacenter configured
     #[error("at least one datacenter is needed")]
     NoDatacenter,
+    /// a probe target of a family with no stable address to send from
+    #[error("datacenter {name}: the probe target {target} needs a stable address of its family")]
+    ProbeFamily {
+        /// the datacenter
+        name: String,
+        /// the target
+        target: IpAddr,
+    },
     /// a tunnel could not be built
     #[error("datacenter {name}: {source}")]
     Tunnel {
@@ -95,19 +140,36 @@ pub struct DatacenterStatus {
     pub established: bool,
     /// the tunnel's counters
     pub stats: TunnelStats,
+    /// probe-judged health
+    pub health: PathHealth,
+    /// smoothed probe RTT
+    pub srtt: Option<Duration>,
+    /// probe loss over the window
+    pub loss: Option<f64>,
+    /// damped out
+    pub suppressed: bool,
+    /// probe counters
+    pub probes: ProbeCounters,
 }
 
 struct Datacenter {
     name: String,
     tunnel: Tunnel,
     established: bool,
+    monitor: PathMonitor,
+    probe: ProbeTarget,
+    probe_source: IpAddr,
+    /// why it last went down, and how long it had been silent then
+    last_down: Option<(probe::health::DownReason, Duration)>,
 }
 
 /// The client engine. See the module docs for the calling contract.
 pub struct Engine {
     stable: StableAddresses,
     dcs: Vec<Datacenter>,
-    active: DcId,
+    selector: Selector,
+    probe_buf: Vec<u8>,
+    probe_malformed: u64,
     /// the tunnel that may still hold datagrams queued behind a handshake
     flushing: Option<DcId>,
     events: VecDeque<Event>,
@@ -119,33 +181,55 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("datacenters", &self.dcs.len())
-            .field("active", &self.active)
+            .field("active", &self.selector.active())
             .finish_non_exhaustive()
     }
 }
 
 impl Engine {
-    /// Builds every tunnel. Nothing is sent before the first [`Engine::handle_timeout`].
-    pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+    /// Builds every tunnel and monitor. Nothing is sent before the first
+    /// [`Engine::handle_timeout`], which the front end must call at once.
+    pub fn new(config: EngineConfig, now: Instant) -> Result<Self, EngineError> {
         if config.datacenters.is_empty() {
             return Err(EngineError::NoDatacenter);
         }
         let mut dcs = Vec::with_capacity(config.datacenters.len());
-        for dc in config.datacenters {
+        for (i, dc) in config.datacenters.into_iter().enumerate() {
+            let target = dc.probe.addr();
+            let probe_source = match target {
+                IpAddr::V4(_) => config.stable.v4.map(IpAddr::V4),
+                IpAddr::V6(_) => config.stable.v6.map(IpAddr::V6),
+            }
+            .ok_or_else(|| EngineError::ProbeFamily {
+                name: dc.name.clone(),
+                target,
+            })?;
             let tunnel = Tunnel::new(dc.tunnel).map_err(|source| EngineError::Tunnel {
                 name: dc.name.clone(),
                 source,
             })?;
+            let mut monitor = PathMonitor::new(config.probe.clone(), dc.probe_nonce, now);
+            monitor.set_intent(if i == 0 {
+                Intent::Active
+            } else {
+                Intent::Standby
+            });
             dcs.push(Datacenter {
                 name: dc.name,
                 tunnel,
                 established: false,
+                monitor,
+                probe: dc.probe,
+                probe_source,
+                last_down: None,
             });
         }
         Ok(Self {
             stable: config.stable,
             dcs,
-            active: DcId(0),
+            selector: Selector::new(config.policy),
+            probe_buf: Vec::with_capacity(128),
+            probe_malformed: 0,
             flushing: None,
             events: VecDeque::new(),
             local_drops: [0; 2],
@@ -155,7 +239,7 @@ impl Engine {
 
     /// The datacenter that carries traffic now.
     pub fn active(&self) -> DcId {
-        self.active
+        DcId(self.selector.active())
     }
 
     /// A datacenter's name.
@@ -178,7 +262,7 @@ impl Engine {
             self.count_local(LocalDrop::SourceNotStable);
             return Err(LocalDrop::SourceNotStable);
         }
-        let Some(dc) = self.dcs.get_mut(self.active.0) else {
+        let Some(dc) = self.dcs.get_mut(self.selector.active()) else {
             return Ok(None);
         };
         Ok(match dc.tunnel.encapsulate(packet, out) {
@@ -214,13 +298,33 @@ impl Engine {
             return Outcome::Done;
         };
         let outcome = dc.tunnel.decapsulate(now, from, datagram, out);
+        if dc.tunnel.last_authenticated_rx() == Some(now) {
+            dc.monitor.on_inbound(now);
+        }
         if dc.tunnel.is_established() && !dc.established {
             dc.established = true;
             push_event(&mut self.events, Event::Established(DcId(i)));
         }
-        if matches!(outcome, Outcome::Transmit(_)) {
-            self.flushing = Some(DcId(i));
-        }
+        let outcome = match outcome {
+            Outcome::Deliver(packet) => match probe::packet::probe_reply(packet, dc.probe) {
+                None => Outcome::Deliver(packet),
+                Some(Ok(msg)) => {
+                    // refused replies are counted by the monitor and are not evidence
+                    let _ = dc.monitor.on_reply(now, &msg);
+                    Outcome::Done
+                }
+                Some(Err(_)) => {
+                    self.probe_malformed += 1;
+                    Outcome::Done
+                }
+            },
+            Outcome::Transmit(t) => {
+                self.flushing = Some(DcId(i));
+                Outcome::Transmit(t)
+            }
+            other => other,
+        };
+        self.after_health_changes(now);
         outcome
     }
 
@@ -240,12 +344,17 @@ impl Engine {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.dcs
             .iter()
-            .filter_map(|d| d.tunnel.poll_timeout())
+            .flat_map(|d| {
+                d.tunnel
+                    .poll_timeout()
+                    .into_iter()
+                    .chain([d.monitor.poll_timeout()])
+            })
             .min()
     }
 
-    /// Runs every due tunnel timer (handshakes, keepalives, rekeys), handing each datagram to
-    /// `send`. The first call starts the handshake of every tunnel.
+    /// Runs every due timer: tunnels (handshakes, keepalives, rekeys), probes, health and
+    /// selection; hands each datagram to `send`. The first call starts every handshake.
     pub fn handle_timeout(
         &mut self,
         now: Instant,
@@ -253,10 +362,9 @@ impl Engine {
         mut send: impl FnMut(Transmit<'_>),
     ) {
         for (i, dc) in self.dcs.iter_mut().enumerate() {
-            if dc.tunnel.poll_timeout().is_some_and(|t| now < t) {
-                continue;
+            if dc.tunnel.poll_timeout().is_none_or(|t| now >= t) {
+                dc.tunnel.tick(now, out, &mut send);
             }
-            dc.tunnel.tick(now, out, &mut send);
             let established = dc.tunnel.is_established();
             if established != dc.established {
                 dc.established = established;
@@ -267,7 +375,98 @@ impl Engine {
                 };
                 push_event(&mut self.events, event);
             }
+            dc.monitor.handle_timeout(now);
         }
+        self.after_health_changes(now);
+        for i in 0..self.dcs.len() {
+            self.send_probes(i, now, out, &mut send);
+        }
+    }
+
+    fn send_probes(
+        &mut self,
+        i: usize,
+        now: Instant,
+        out: &mut [u8],
+        send: &mut impl FnMut(Transmit<'_>),
+    ) {
+        let Some(dc) = self.dcs.get_mut(i) else {
+            return;
+        };
+        while let Some(msg) = dc.monitor.poll_probe(now) {
+            probe::packet::probe_request(dc.probe_source, dc.probe, &msg, &mut self.probe_buf);
+            if let Outcome::Transmit(t) = dc.tunnel.encapsulate(&self.probe_buf, out) {
+                send(t);
+            }
+        }
+    }
+
+    /// Records health changes as events and lets the selector act on them.
+    fn after_health_changes(&mut self, now: Instant) {
+        let mut changed = false;
+        for (i, dc) in self.dcs.iter_mut().enumerate() {
+            while let Some(HealthChange { from, to, down }) = dc.monitor.poll_change() {
+                changed = true;
+                if down.is_some() {
+                    dc.last_down = down;
+                }
+                push_event(
+                    &mut self.events,
+                    Event::Health {
+                        dc: DcId(i),
+                        from,
+                        to,
+                    },
+                );
+            }
+        }
+        if !changed {
+            return;
+        }
+        let views: Vec<PathView> = self
+            .dcs
+            .iter()
+            .map(|d| PathView {
+                health: d.monitor.health(),
+                suppressed: d.monitor.suppressed(),
+                srtt: d.monitor.srtt(),
+                down: d.last_down,
+            })
+            .collect();
+        if let Some(sw) = self.selector.evaluate(now, &views) {
+            self.apply_switch(now, sw);
+        }
+    }
+
+    fn apply_switch(&mut self, now: Instant, sw: probe::SwitchEvent) {
+        if let Some(old) = self.dcs.get_mut(sw.from) {
+            old.monitor.set_intent(Intent::Standby);
+            old.monitor.probe_now(now);
+        }
+        if let Some(new) = self.dcs.get_mut(sw.to) {
+            new.monitor.set_intent(Intent::Active);
+            new.monitor.probe_now(now);
+        }
+        push_event(
+            &mut self.events,
+            Event::Switched {
+                from: DcId(sw.from),
+                to: DcId(sw.to),
+                reason: sw.reason,
+                detection: sw.detection,
+            },
+        );
+    }
+
+    /// Moves traffic to `dc` by operator request (it stays there while it is alive).
+    pub fn switch_to(&mut self, now: Instant, dc: DcId) -> bool {
+        if dc.0 >= self.dcs.len() {
+            return false;
+        }
+        if let Some(sw) = self.selector.force(dc.0) {
+            self.apply_switch(now, sw);
+        }
+        true
     }
 
     /// The next event, if any.
@@ -283,9 +482,14 @@ impl Engine {
             .map(|(i, d)| DatacenterStatus {
                 name: d.name.clone(),
                 endpoint: d.tunnel.endpoint(),
-                active: i == self.active.0,
+                active: i == self.selector.active(),
                 established: d.tunnel.is_established(),
                 stats: d.tunnel.stats(),
+                health: d.monitor.health(),
+                srtt: d.monitor.srtt(),
+                loss: d.monitor.loss(),
+                suppressed: d.monitor.suppressed(),
+                probes: d.monitor.counters(),
             })
             .collect()
     }
@@ -294,6 +498,11 @@ impl Engine {
     pub fn local_drops(&self) -> (u64, u64) {
         let [a, b] = self.local_drops;
         (a, b)
+    }
+
+    /// Probe replies that did not parse.
+    pub fn probe_malformed(&self) -> u64 {
+        self.probe_malformed
     }
 
     /// Drops of underlay datagrams that belonged to no datacenter.

@@ -1,0 +1,275 @@
+//! The gateway's engine: many clients on one port ([`tunnel::Responder`]), the probe responder
+//! ([`probe::echo::EchoResponder`]) and the claim decisions that make the return path follow a
+//! client. The `failoverd gateway` front end owns the sockets, the TUN and the neighbour
+//! takeover; every decision is made here, sans-IO.
+//!
+//! Calling contract: [`Gateway::handle_datagram`] for every underlay datagram (then drain
+//! [`Gateway::poll_transmit`]), [`Gateway::handle_inside_packet`] for every packet from the
+//! datacenter side, [`Gateway::handle_timeout`] no later than [`Gateway::poll_timeout`], and
+//! [`Gateway::poll_event`] until `None` after each.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use probe::echo::{ClaimChange, EchoError, EchoResponder};
+use tunnel::{
+    DropCounters, DropReason, Outcome, PeerConfig, PeerId, PrivateKey, Responder, Transmit,
+};
+
+/// How a client's return path is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnPath {
+    /// claimed while the client's probes say this gateway is active (failoverd clients)
+    Claim,
+    /// claimed from start to end (plain WireGuard clients, which send no probes)
+    Static,
+}
+
+/// One client.
+#[derive(Debug, Clone)]
+pub struct GatewayClient {
+    /// its session parameters
+    pub peer: PeerConfig,
+    /// how its return path is made
+    pub return_path: ReturnPath,
+}
+
+/// What the gateway engine needs.
+#[derive(Debug)]
+pub struct GatewayConfig {
+    /// the gateway's key
+    pub private_key: PrivateKey,
+    /// handshakes per second on the port before cookies are required
+    pub handshake_rate_limit: u64,
+    /// the gateway's own inner addresses (probe responder)
+    pub inner_addresses: Vec<IpAddr>,
+    /// release a claim after this long without a probe
+    pub claim_timeout: Duration,
+    /// the clients
+    pub clients: Vec<GatewayClient>,
+}
+
+/// What the front end must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayEvent {
+    /// attract the client's return traffic (route + neighbour takeover)
+    Claim(PeerId),
+    /// stop attracting it
+    Release(PeerId),
+}
+
+/// Counters of refused probe requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeRefusals {
+    /// did not parse
+    pub malformed: u64,
+    /// a sequence number seen before
+    pub replayed: u64,
+    /// a reply, or otherwise not a request
+    pub not_request: u64,
+}
+
+/// The gateway engine.
+#[derive(Debug)]
+pub struct Gateway {
+    responder: Responder,
+    echo: EchoResponder,
+    inner: Vec<IpAddr>,
+    return_paths: Vec<ReturnPath>,
+    events: VecDeque<GatewayEvent>,
+    probe_buf: Vec<u8>,
+    scratch: Vec<u8>,
+    flushing: Option<PeerId>,
+    inside_drops: DropCounters,
+    refusals: ProbeRefusals,
+    probes_answered: u64,
+}
+
+impl Gateway {
+    /// Builds the engine; static return paths are claimed at once (see [`Gateway::poll_event`]).
+    pub fn new(config: GatewayConfig) -> Result<Self, tunnel::TunnelError> {
+        let return_paths: Vec<ReturnPath> = config.clients.iter().map(|c| c.return_path).collect();
+        let peers = config.clients.into_iter().map(|c| c.peer).collect();
+        let responder = Responder::new(config.private_key, peers, config.handshake_rate_limit)?;
+        let events = return_paths
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| **r == ReturnPath::Static)
+            .map(|(i, _)| GatewayEvent::Claim(PeerId(i)))
+            .collect();
+        Ok(Self {
+            echo: EchoResponder::new(return_paths.len(), config.claim_timeout),
+            responder,
+            inner: config.inner_addresses,
+            return_paths,
+            events,
+            probe_buf: Vec::with_capacity(128),
+            scratch: vec![0u8; tunnel::min_buffer_len(256)],
+            flushing: None,
+            inside_drops: DropCounters::default(),
+            refusals: ProbeRefusals::default(),
+            probes_answered: 0,
+        })
+    }
+
+    /// The sessions, for status.
+    pub fn responder(&self) -> &Responder {
+        &self.responder
+    }
+
+    /// Whether client `peer` is claimed here.
+    pub fn claimed(&self, peer: PeerId) -> bool {
+        match self.return_paths.get(peer.0) {
+            Some(ReturnPath::Static) => true,
+            Some(ReturnPath::Claim) => self.echo.claimed(peer.0),
+            None => false,
+        }
+    }
+
+    /// When client `peer` last probed.
+    pub fn last_probe(&self, peer: PeerId) -> Option<Instant> {
+        self.echo.last_heard(peer.0)
+    }
+
+    /// Refused probe requests.
+    pub fn refusals(&self) -> ProbeRefusals {
+        self.refusals
+    }
+
+    /// Probe requests answered.
+    pub fn probes_answered(&self) -> u64 {
+        self.probes_answered
+    }
+
+    /// Drops of packets from the inside.
+    pub fn inside_drops(&self) -> &DropCounters {
+        &self.inside_drops
+    }
+
+    /// Handles a datagram from the underlay. Probe requests are answered here (the reply is
+    /// returned as a `Transmit`); other packets are delivered to the inside.
+    pub fn handle_datagram<'a>(
+        &'a mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &'a mut [u8],
+    ) -> Outcome<'a> {
+        let (peer, outcome) = self.responder.handle_datagram(now, from, datagram, out);
+        if let (Some(peer), Outcome::Deliver(packet)) = (peer, &outcome) {
+            if let Some((client, request)) = probe::packet::probe_request_to(packet, &self.inner) {
+                let gateway_addr = probe::packet::segment(packet).map(|s| s.dst);
+                return self.answer_probe(now, peer, client, gateway_addr, request);
+            }
+        }
+        if matches!(outcome, Outcome::Transmit(_)) {
+            self.flushing = peer;
+        }
+        outcome
+    }
+
+    fn answer_probe(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        client: IpAddr,
+        gateway_addr: Option<IpAddr>,
+        request: Result<probe::ProbeMessage, probe::wire::WireError>,
+    ) -> Outcome<'_> {
+        let Ok(msg) = request else {
+            self.refusals.malformed += 1;
+            return Outcome::Done;
+        };
+        let (reply, change) = match self.echo.handle_request(now, peer.0, &msg) {
+            Ok(r) => r,
+            Err(EchoError::Replayed) => {
+                self.refusals.replayed += 1;
+                return Outcome::Done;
+            }
+            Err(_) => {
+                self.refusals.not_request += 1;
+                return Outcome::Done;
+            }
+        };
+        if self.return_paths.get(peer.0) == Some(&ReturnPath::Claim) {
+            match change {
+                Some(ClaimChange::Claim) => self.events.push_back(GatewayEvent::Claim(peer)),
+                Some(ClaimChange::Release) => self.events.push_back(GatewayEvent::Release(peer)),
+                None => {}
+            }
+        }
+        let Some(gateway_addr) = gateway_addr else {
+            return Outcome::Done;
+        };
+        probe::packet::probe_reply_packet(
+            gateway_addr,
+            client,
+            &reply.reply(),
+            &mut self.probe_buf,
+        );
+        self.probes_answered += 1;
+        match self.responder.peer_mut(peer) {
+            Some(tunnel) => tunnel.encapsulate(&self.probe_buf, &mut self.scratch),
+            None => Outcome::Done,
+        }
+    }
+
+    /// Datagrams a session queued behind a completed handshake; call until `None` after a
+    /// `Transmit` from [`Gateway::handle_datagram`].
+    pub fn poll_transmit<'o>(&mut self, out: &'o mut [u8]) -> Option<Transmit<'o>> {
+        let peer = self.flushing?;
+        let t = self.responder.peer_mut(peer)?.poll_transmit(out);
+        if t.is_none() {
+            self.flushing = None;
+        }
+        t
+    }
+
+    /// Handles a packet from the datacenter side: encrypts it for the client whose allowed IPs
+    /// hold its destination.
+    pub fn handle_inside_packet<'o>(
+        &mut self,
+        packet: &[u8],
+        out: &'o mut [u8],
+    ) -> Option<Transmit<'o>> {
+        let Some((_, dst)) = sessionkeeper::addresses(packet) else {
+            self.inside_drops.add(DropReason::InnerMalformed);
+            return None;
+        };
+        let Some(peer) = self.responder.route(dst) else {
+            self.inside_drops.add(DropReason::NoRoute);
+            return None;
+        };
+        match self.responder.peer_mut(peer)?.encapsulate(packet, out) {
+            Outcome::Transmit(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// When [`Gateway::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.responder
+            .poll_timeout()
+            .into_iter()
+            .chain(self.echo.poll_timeout())
+            .min()
+    }
+
+    /// Runs session timers and releases claims of silent clients.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut [u8], send: impl FnMut(Transmit<'_>)) {
+        self.responder.handle_timeout(now, out, send);
+        let paths = &self.return_paths;
+        let events = &mut self.events;
+        self.echo.handle_timeout(now, |i| {
+            if paths.get(i) == Some(&ReturnPath::Claim) {
+                events.push_back(GatewayEvent::Release(PeerId(i)));
+            }
+        });
+    }
+
+    /// The next claim or release to carry out.
+    pub fn poll_event(&mut self) -> Option<GatewayEvent> {
+        self.events.pop_front()
+    }
+}

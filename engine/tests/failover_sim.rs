@@ -1,0 +1,589 @@
+//! Failover on a virtual clock: one client engine, three gateway engines, a simulated underlay
+//! with per-datacenter seeded loss, delay and blackholes in each direction. Every scenario
+//! asserts how many switches happened, where to, and how long detection took.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)] // a test fails by panicking
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use engine::gateway::{Gateway, GatewayClient, GatewayConfig, GatewayEvent, ReturnPath};
+use engine::{DatacenterConfig, DcId, Engine, EngineConfig, Event};
+use probe::packet::ProbeTarget;
+use probe::{Policy, ProbeConfig, SwitchReason};
+use sessionkeeper::StableAddresses;
+use tunnel::{AllowedIps, EndpointPolicy, Outcome, PeerConfig, PrivateKey, TunnelConfig};
+
+const CLIENT: &str = "198.18.0.1:40000";
+const GW_INNER: [u8; 4] = [100, 96, 0, 1];
+
+#[derive(Clone, Copy, Default)]
+struct Link {
+    /// client → gateway
+    loss_up: f64,
+    /// gateway → client
+    loss_down: f64,
+    delay: Duration,
+    black_up: bool,
+    black_down: bool,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    at: Instant,
+    order: u64,
+    to_client: bool,
+    dc: usize,
+    bytes: Vec<u8>,
+}
+
+struct Sim {
+    t0: Instant,
+    now: Instant,
+    client: Engine,
+    gateways: Vec<(SocketAddr, Gateway)>,
+    links: Vec<Link>,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    order: u64,
+    rng: u64,
+    switches: Vec<(Duration, DcId, DcId, SwitchReason, Option<Duration>)>,
+    claims: Vec<(Duration, usize, GatewayEvent)>,
+    out: Vec<u8>,
+    out2: Vec<u8>,
+}
+
+impl Sim {
+    fn new(n: usize, seed: u64, policy: Policy) -> Self {
+        #[allow(clippy::disallowed_methods)] // the base of the virtual clock
+        let t0 = Instant::now();
+        let client_key = PrivateKey::generate();
+        let mut gateways = Vec::new();
+        let mut dcs = Vec::new();
+        for i in 0..n {
+            let key = PrivateKey::generate();
+            let addr: SocketAddr = format!("198.18.0.{}:51820", 11 + i).parse().unwrap();
+            dcs.push(DatacenterConfig {
+                name: format!("dc{}", i + 1),
+                tunnel: TunnelConfig {
+                    private_key: client_key.clone(),
+                    peer_public_key: key.public_key(),
+                    persistent_keepalive: None,
+                    index: i as u32,
+                    allowed_ips: AllowedIps::new(vec!["0.0.0.0/0".parse().unwrap()]),
+                    endpoint: EndpointPolicy::Fixed(addr),
+                    keep_established: true,
+                },
+                probe: ProbeTarget::Gateway(IpAddr::from(GW_INNER)),
+                probe_nonce: seed.wrapping_mul(31).wrapping_add(i as u64),
+            });
+            let gw = Gateway::new(GatewayConfig {
+                private_key: key,
+                handshake_rate_limit: 100,
+                inner_addresses: vec![IpAddr::from(GW_INNER)],
+                claim_timeout: Duration::from_secs(2),
+                clients: vec![GatewayClient {
+                    peer: PeerConfig {
+                        public_key: client_key.public_key(),
+                        allowed_ips: AllowedIps::new(vec!["100.96.0.2/32".parse().unwrap()]),
+                        persistent_keepalive: None,
+                    },
+                    return_path: ReturnPath::Claim,
+                }],
+            })
+            .unwrap();
+            gateways.push((addr, gw));
+        }
+        let client = Engine::new(
+            EngineConfig {
+                stable: StableAddresses {
+                    v4: Some([100, 96, 0, 2].into()),
+                    v6: None,
+                },
+                datacenters: dcs,
+                probe: ProbeConfig::default(),
+                policy,
+            },
+            t0,
+        )
+        .unwrap();
+        let links = vec![
+            Link {
+                delay: Duration::from_millis(1),
+                ..Link::default()
+            };
+            n
+        ];
+        Self {
+            t0,
+            now: t0,
+            client,
+            gateways,
+            links,
+            queue: BinaryHeap::new(),
+            order: 0,
+            // splitmix64 of the seed: small seeds must not give near-zero first draws
+            rng: {
+                let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                (z ^ (z >> 31)) | 1
+            },
+            switches: Vec::new(),
+            claims: Vec::new(),
+            out: vec![0; 70_000],
+            out2: vec![0; 70_000],
+        }
+    }
+
+    fn random(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn send(&mut self, to_client: bool, dc: usize, bytes: Vec<u8>) {
+        let link = self.links[dc];
+        let (black, loss) = if to_client {
+            (link.black_down, link.loss_down)
+        } else {
+            (link.black_up, link.loss_up)
+        };
+        if black || (loss > 0.0 && self.random() < loss) {
+            return;
+        }
+        self.order += 1;
+        let at = self.now + link.delay;
+        self.queue.push(Reverse(InFlight {
+            at,
+            order: self.order,
+            to_client,
+            dc,
+            bytes,
+        }));
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.now - self.t0
+    }
+
+    fn collect_events(&mut self) {
+        while let Some(e) = self.client.poll_event() {
+            if let Event::Switched {
+                from,
+                to,
+                reason,
+                detection,
+            } = e
+            {
+                self.switches
+                    .push((self.elapsed(), from, to, reason, detection));
+            }
+        }
+        for i in 0..self.gateways.len() {
+            while let Some(e) = self.gateways[i].1.poll_event() {
+                self.claims.push((self.now - self.t0, i, e));
+            }
+        }
+    }
+
+    /// Runs until `until` (relative to the start), event by event.
+    fn run_until(&mut self, until: Duration) {
+        let end = self.t0 + until;
+        loop {
+            let mut next = end;
+            if let Some(Reverse(f)) = self.queue.peek() {
+                next = next.min(f.at);
+            }
+            if let Some(t) = self.client.poll_timeout() {
+                next = next.min(t);
+            }
+            for (_, g) in &self.gateways {
+                if let Some(t) = g.poll_timeout() {
+                    next = next.min(t);
+                }
+            }
+            if next > end {
+                break;
+            }
+            self.now = self.now.max(next);
+            // deliveries due now
+            while self.queue.peek().is_some_and(|Reverse(f)| f.at <= self.now) {
+                let Reverse(f) = self.queue.pop().unwrap();
+                self.deliver(f);
+            }
+            if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
+                let mut sends = Vec::new();
+                self.client.handle_timeout(self.now, &mut self.out, |t| {
+                    sends.push((t.to, t.datagram.to_vec()))
+                });
+                for (to, d) in sends {
+                    let dc = self.gateways.iter().position(|(a, _)| *a == to).unwrap();
+                    self.send(false, dc, d);
+                }
+            }
+            for i in 0..self.gateways.len() {
+                if self.gateways[i]
+                    .1
+                    .poll_timeout()
+                    .is_some_and(|t| t <= self.now)
+                {
+                    let mut sends = Vec::new();
+                    let now = self.now;
+                    self.gateways[i]
+                        .1
+                        .handle_timeout(now, &mut self.out, |t| sends.push(t.datagram.to_vec()));
+                    for d in sends {
+                        self.send(true, i, d);
+                    }
+                }
+            }
+            self.collect_events();
+            if self.now >= end {
+                break;
+            }
+        }
+        self.now = end;
+    }
+
+    fn deliver(&mut self, f: InFlight) {
+        let now = self.now;
+        if f.to_client {
+            let from = self.gateways[f.dc].0;
+            let mut replies = Vec::new();
+            if let Outcome::Transmit(t) =
+                self.client
+                    .handle_datagram(now, from, &f.bytes, &mut self.out)
+            {
+                replies.push(t.datagram.to_vec());
+            }
+            while let Some(t) = self.client.poll_transmit(&mut self.out) {
+                replies.push(t.datagram.to_vec());
+            }
+            for r in replies {
+                self.send(false, f.dc, r);
+            }
+        } else {
+            let mut replies = Vec::new();
+            let gw = &mut self.gateways[f.dc].1;
+            if let Outcome::Transmit(t) =
+                gw.handle_datagram(now, CLIENT.parse().unwrap(), &f.bytes, &mut self.out2)
+            {
+                replies.push(t.datagram.to_vec());
+            }
+            while let Some(t) = gw.poll_transmit(&mut self.out2) {
+                replies.push(t.datagram.to_vec());
+            }
+            for r in replies {
+                self.send(true, f.dc, r);
+            }
+        }
+        self.collect_events();
+    }
+
+    fn switches_after(
+        &self,
+        t: Duration,
+    ) -> Vec<(Duration, usize, usize, SwitchReason, Option<Duration>)> {
+        self.switches
+            .iter()
+            .filter(|s| s.0 >= t)
+            .map(|s| (s.0, s.1 .0, s.2 .0, s.3, s.4))
+            .collect()
+    }
+}
+
+fn priority() -> Policy {
+    Policy::Priority { failback: true }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A warm start: every tunnel up, dc1 active and claimed, nothing switched.
+fn warm(n: usize, seed: u64, policy: Policy) -> Sim {
+    let mut sim = Sim::new(n, seed, policy);
+    sim.run_until(Duration::from_secs(2));
+    assert!(
+        sim.switches.is_empty(),
+        "no switch while everything is healthy: {:?}",
+        sim.switches
+    );
+    assert_eq!(sim.client.active(), DcId(0));
+    assert!(sim
+        .client
+        .status()
+        .iter()
+        .all(|d| d.health == probe::PathHealth::Up));
+    assert!(
+        sim.gateways[0].1.claimed(tunnel::PeerId(0)),
+        "dc1 claims the stable address"
+    );
+    assert!(!sim.gateways[1].1.claimed(tunnel::PeerId(0)));
+    sim
+}
+
+#[test]
+fn blackhole_of_the_active_datacenter_switches_within_100ms() {
+    let mut detections = Vec::new();
+    for seed in 1..=24u64 {
+        let mut sim = warm(3, seed, priority());
+        let phase = Duration::from_micros((sim.random() * 40_000.0) as u64);
+        let fail_at = Duration::from_secs(2) + phase;
+        sim.run_until(fail_at);
+        sim.links[0].black_up = true;
+        sim.links[0].black_down = true;
+        sim.run_until(fail_at + Duration::from_secs(3));
+        let s = sim.switches_after(Duration::ZERO);
+        assert_eq!(s.len(), 1, "exactly one switch: {s:?}");
+        let (at, from, to, reason, detection) = s[0];
+        assert_eq!((from, to, reason), (0, 1, SwitchReason::ProbeTimeout));
+        assert!(detection.is_some());
+        let took = at - fail_at;
+        assert!(
+            took <= Duration::from_millis(100),
+            "seed {seed}: detection {took:?}"
+        );
+        detections.push(took);
+        // the new gateway claimed at once; the old one (unreachable) released on its timeout
+        let claim = sim
+            .claims
+            .iter()
+            .find(|c| c.1 == 1 && matches!(c.2, GatewayEvent::Claim(_)))
+            .unwrap();
+        assert!(
+            claim.0 - at <= Duration::from_millis(20),
+            "new gateway claimed {:?} after the switch",
+            claim.0 - at
+        );
+        assert!(sim
+            .claims
+            .iter()
+            .any(|c| c.1 == 0 && matches!(c.2, GatewayEvent::Release(_))));
+    }
+    detections.sort();
+    eprintln!(
+        "blackhole detection over {} phases: p50 {:?} p99 {:?} max {:?}",
+        detections.len(),
+        percentile(&detections, 0.5),
+        percentile(&detections, 0.99),
+        detections.last().unwrap()
+    );
+}
+
+#[test]
+fn one_way_loss_in_either_direction_is_a_failure() {
+    for up in [true, false] {
+        let mut sim = warm(3, 7, priority());
+        if up {
+            sim.links[0].black_up = true;
+        } else {
+            sim.links[0].black_down = true;
+        }
+        sim.run_until(Duration::from_secs(4));
+        let s = sim.switches_after(Duration::ZERO);
+        assert_eq!(
+            s.len(),
+            1,
+            "one switch for one-way loss (client→dc: {up}): {s:?}"
+        );
+        assert_eq!((s[0].1, s[0].2), (0, 1));
+        assert!(
+            s[0].0 - Duration::from_secs(2) <= Duration::from_millis(100),
+            "{s:?}"
+        );
+        if !up {
+            // the gateway still hears the client: the Standby intent reaches it and it releases
+            // at once rather than after the claim timeout
+            let release = sim
+                .claims
+                .iter()
+                .find(|c| c.1 == 0 && matches!(c.2, GatewayEvent::Release(_)))
+                .unwrap();
+            assert!(release.0 - s[0].0 <= Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn five_percent_random_loss_for_ten_minutes_causes_no_switch() {
+    let mut sim = warm(3, 11, priority());
+    sim.links[0].loss_up = 0.05;
+    sim.links[0].loss_down = 0.05;
+    sim.run_until(Duration::from_secs(602));
+    assert!(
+        sim.switches.is_empty(),
+        "false switches: {:?}",
+        sim.switches
+    );
+    let status = sim.client.status();
+    eprintln!(
+        "after 10 min at 5 % loss each way: dc1 loss {:?}, probes {:?}",
+        status[0].loss, status[0].probes
+    );
+}
+
+#[test]
+fn thirty_percent_loss_switches() {
+    let mut sim = warm(3, 13, priority());
+    sim.links[0].loss_up = 0.3;
+    sim.links[0].loss_down = 0.3;
+    sim.run_until(Duration::from_secs(10));
+    let s = sim.switches_after(Duration::ZERO);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!((s[0].1, s[0].2), (0, 1));
+    eprintln!(
+        "30 % loss: switched after {:?} ({:?})",
+        s[0].0 - Duration::from_secs(2),
+        s[0].3
+    );
+    // it stays away while the loss lasts
+    sim.run_until(Duration::from_secs(30));
+    assert_eq!(sim.switches.len(), 1);
+}
+
+#[test]
+fn a_flapping_datacenter_is_damped() {
+    let mut sim = warm(2, 17, priority());
+    let mut t = Duration::from_secs(2);
+    for _ in 0..10 {
+        sim.links[0].black_up = true;
+        sim.links[0].black_down = true;
+        t += Duration::from_millis(300);
+        sim.run_until(t);
+        sim.links[0].black_up = false;
+        sim.links[0].black_down = false;
+        t += Duration::from_secs(2);
+        sim.run_until(t);
+    }
+    let n = sim.switches.len();
+    eprintln!(
+        "10 flaps of dc1 (300 ms down, 2 s up): {n} switches: {:?}",
+        sim.switches
+    );
+    // undamped, every cycle would switch away and back: 20
+    assert!(n <= 6, "damping must stop the back-and-forth: {n}");
+    assert_eq!(
+        sim.client.active(),
+        DcId(1),
+        "the flapper is suppressed at the end"
+    );
+    assert!(sim.client.status()[0].suppressed);
+}
+
+#[test]
+fn a_latency_spike_shorter_than_the_budget_causes_no_switch() {
+    let mut sim = warm(3, 19, priority());
+    sim.links[0].delay = Duration::from_millis(55);
+    sim.run_until(Duration::from_millis(2060));
+    sim.links[0].delay = Duration::from_millis(1);
+    sim.run_until(Duration::from_secs(5));
+    assert!(sim.switches.is_empty(), "{:?}", sim.switches);
+}
+
+#[test]
+fn all_down_then_one_back() {
+    let mut sim = warm(3, 23, priority());
+    for l in &mut sim.links {
+        l.black_up = true;
+        l.black_down = true;
+    }
+    sim.run_until(Duration::from_secs(5));
+    assert!(sim
+        .client
+        .status()
+        .iter()
+        .all(|d| d.health == probe::PathHealth::Down));
+    let back = Duration::from_secs(5);
+    sim.links[2].black_up = false;
+    sim.links[2].black_down = false;
+    sim.run_until(Duration::from_secs(7));
+    let s = sim.switches_after(back);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0].2, 2, "onto the one that came back");
+    let took = s[0].0 - back;
+    assert!(
+        took <= Duration::from_millis(40),
+        "recovery took {took:?}: one interval plus one RTT"
+    );
+    assert!(sim.gateways[2].1.claimed(tunnel::PeerId(0)));
+}
+
+#[test]
+fn failback_waits_for_the_hold_down() {
+    let mut sim = warm(3, 29, priority());
+    sim.links[0].black_up = true;
+    sim.links[0].black_down = true;
+    sim.run_until(Duration::from_secs(4));
+    assert_eq!(sim.client.active(), DcId(1));
+    let restored = Duration::from_secs(4);
+    sim.links[0].black_up = false;
+    sim.links[0].black_down = false;
+    sim.run_until(Duration::from_secs(8));
+    let s = sim.switches_after(restored);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!((s[0].1, s[0].2, s[0].3), (1, 0, SwitchReason::Failback));
+    let took = s[0].0 - restored;
+    assert!(
+        took >= Duration::from_secs(1) && took <= Duration::from_millis(1100),
+        "failback after {took:?}"
+    );
+    assert!(
+        sim.gateways[0].1.claimed(tunnel::PeerId(0))
+            && !sim.gateways[1].1.claimed(tunnel::PeerId(0))
+    );
+}
+
+#[test]
+fn without_failback_traffic_stays() {
+    let mut sim = warm(2, 31, Policy::Priority { failback: false });
+    sim.links[0].black_up = true;
+    sim.links[0].black_down = true;
+    sim.run_until(Duration::from_secs(3));
+    sim.links[0].black_up = false;
+    sim.links[0].black_down = false;
+    sim.run_until(Duration::from_secs(10));
+    assert_eq!(sim.switches.len(), 1);
+    assert_eq!(sim.client.active(), DcId(1));
+}
+
+#[test]
+fn foreign_sources_never_enter_a_tunnel() {
+    let mut sim = warm(2, 37, priority());
+    let mut p = vec![0u8; 28];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&28u16.to_be_bytes());
+    p[9] = 17;
+    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    p[16..20].copy_from_slice(&[198, 19, 0, 100]);
+    let mut out = vec![0u8; 70_000];
+    assert_eq!(
+        sim.client.handle_local_packet(&p, &mut out).unwrap_err(),
+        engine::LocalDrop::SourceNotStable
+    );
+    assert_eq!(
+        sim.client
+            .handle_local_packet(&[0x70; 3], &mut out)
+            .unwrap_err(),
+        engine::LocalDrop::NotIp
+    );
+    assert_eq!(sim.client.local_drops(), (1, 1));
+    p[12..16].copy_from_slice(&[100, 96, 0, 2]);
+    let t = sim
+        .client
+        .handle_local_packet(&p, &mut out)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        t.to, sim.gateways[0].0,
+        "traffic goes to the active datacenter"
+    );
+}

@@ -1,0 +1,605 @@
+//! One tunnel's health: probes, RTT, loss, and the state machine.
+//!
+//! ```text
+//!            evidence                       silence > detect            evidence
+//!   Down ────────────────▶ Up ──(silence > interval+rto)──▶ Suspect ──────────▶ Up
+//!    ▲  (first time only)   │                                 │
+//!    │                      │ loss ≥ threshold                │ silence > detect_mult·interval + rto
+//!    │                      ▼                                 ▼
+//!    └──────────────────── Down ◀──────────────────────────────┘   (a flap: damping penalty)
+//!    Down ──evidence──▶ Recovering ──(alive for the damped hold-down, loss low, not suppressed)──▶ Up
+//!                        Recovering ──silence > detect──▶ Down
+//! ```
+//!
+//! *Evidence* is a valid probe reply or any authenticated inbound datagram on the tunnel (data
+//! counts: under load probes may be lost while data flows). A round trip is needed for a probe
+//! reply, so a one-way failure in either direction silences the tunnel. While Suspect, probes
+//! go out four times as often, so a few random losses cannot add up to the detection budget.
+//!
+//! Damping (as BGP route-flap damping): each flap adds a penalty that halves every
+//! `half_life`; the hold-down grows with it; above `suppress` the tunnel may not become Up until
+//! the penalty decays below `reuse`.
+//!
+//! Calling contract: call [`PathMonitor::handle_timeout`] no later than
+//! [`PathMonitor::poll_timeout`]; send every probe [`PathMonitor::poll_probe`] returns; feed
+//! replies to [`PathMonitor::on_reply`] and authenticated inbound traffic to
+//! [`PathMonitor::on_inbound`]; drain [`PathMonitor::poll_change`].
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::wire::{Intent, ProbeKind, ProbeMessage};
+
+/// Most probes remembered (answered or not) for matching replies; bounds memory.
+const MAX_OUTSTANDING: usize = 1024;
+/// How long a sent probe is remembered to match a late reply or spot a replayed one.
+const REMEMBER: Duration = Duration::from_secs(2);
+
+/// Tunables. Defaults: 20 ms probes, down after 4 silent intervals, 1 s hold-down.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeConfig {
+    /// time between probes while healthy
+    pub interval: Duration,
+    /// silent intervals (plus one retransmission timeout) before a tunnel is down
+    pub detect_mult: u32,
+    /// how long a recovered tunnel must stay alive before it is trusted (before damping)
+    pub hold_down: Duration,
+    /// probes in the loss window
+    pub loss_window: usize,
+    /// loss share (0..1) in the window at which a tunnel is declared down
+    pub loss_threshold: f64,
+    /// samples needed before loss is judged
+    pub loss_min_samples: usize,
+    /// damping: penalty half-life
+    pub half_life: Duration,
+    /// damping: penalty added per flap
+    pub flap_penalty: f64,
+    /// damping: penalty above which the tunnel is suppressed
+    pub suppress: f64,
+    /// damping: penalty below which a suppressed tunnel may be used again
+    pub reuse: f64,
+    /// damping: longest hold-down
+    pub max_hold_down: Duration,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(20),
+            detect_mult: 4,
+            hold_down: Duration::from_secs(1),
+            loss_window: 200,
+            loss_threshold: 0.2,
+            loss_min_samples: 50,
+            half_life: Duration::from_secs(30),
+            flap_penalty: 1000.0,
+            suppress: 3000.0,
+            reuse: 750.0,
+            max_hold_down: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ProbeConfig {
+    /// Silence after which a tunnel is down: `detect_mult` intervals plus one RTO.
+    pub fn detect_time(&self, rto: Duration) -> Duration {
+        self.interval * self.detect_mult + rto
+    }
+}
+
+/// A tunnel's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PathHealth {
+    /// no evidence yet, or failed
+    Down,
+    /// alive
+    Up,
+    /// a probe is overdue; probing faster
+    Suspect,
+    /// alive again after a failure, inside its hold-down
+    Recovering,
+}
+
+impl PathHealth {
+    /// Lower-case name for logs and status.
+    pub fn label(self) -> &'static str {
+        match self {
+            PathHealth::Down => "down",
+            PathHealth::Up => "up",
+            PathHealth::Suspect => "suspect",
+            PathHealth::Recovering => "recovering",
+        }
+    }
+}
+
+/// Why a tunnel went down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownReason {
+    /// no evidence for the detection time
+    Silence,
+    /// loss over the window at or above the threshold
+    Loss,
+}
+
+/// A state change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthChange {
+    /// before
+    pub from: PathHealth,
+    /// after
+    pub to: PathHealth,
+    /// for a change to Down: why, and how long the tunnel had been silent
+    pub down: Option<(DownReason, Duration)>,
+}
+
+/// Why a reply was refused. Refused replies never count as evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyError {
+    /// a request, not a reply
+    NotReply,
+    /// another client's (or another run's) nonce
+    ForeignNonce,
+    /// a sequence number never sent, or forgotten
+    UnknownSeq,
+    /// a sequence number already answered
+    Replayed,
+    /// the echoed timestamp differs from what was sent
+    BadTimestamp,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    seq: u64,
+    at: Instant,
+    sent_us: u64,
+    answered: bool,
+    judged: bool,
+}
+
+/// Counters for status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeCounters {
+    /// probes sent
+    pub sent: u64,
+    /// valid replies
+    pub replies: u64,
+    /// valid replies after the loss timeout
+    pub late: u64,
+    /// refused replies, by reason: not a reply, foreign nonce, unknown seq, replayed, timestamp
+    pub refused: [u64; 5],
+    /// flaps (Up/Suspect → Down)
+    pub flaps: u64,
+}
+
+/// One tunnel's monitor.
+#[derive(Debug)]
+pub struct PathMonitor {
+    cfg: ProbeConfig,
+    nonce: u64,
+    epoch: Instant,
+    intent: Intent,
+    state: PathHealth,
+    ever_up: bool,
+    down_reason: Option<DownReason>,
+    seq: u64,
+    next_probe: Instant,
+    probe_due: bool,
+    sent: VecDeque<Sent>,
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    last_alive: Option<Instant>,
+    recovering_since: Option<Instant>,
+    losses: VecDeque<bool>,
+    penalty: f64,
+    penalty_at: Instant,
+    suppressed: bool,
+    changes: VecDeque<HealthChange>,
+    counters: ProbeCounters,
+}
+
+impl PathMonitor {
+    /// A monitor in state Down that probes from `now`. `nonce` must be random per process and
+    /// tunnel.
+    pub fn new(cfg: ProbeConfig, nonce: u64, now: Instant) -> Self {
+        Self {
+            cfg,
+            nonce,
+            epoch: now,
+            intent: Intent::Standby,
+            state: PathHealth::Down,
+            ever_up: false,
+            down_reason: None,
+            seq: 0,
+            next_probe: now,
+            probe_due: true,
+            sent: VecDeque::new(),
+            srtt: None,
+            rttvar: Duration::ZERO,
+            last_alive: None,
+            recovering_since: None,
+            losses: VecDeque::new(),
+            penalty: 0.0,
+            penalty_at: now,
+            suppressed: false,
+            changes: VecDeque::new(),
+            counters: ProbeCounters::default(),
+        }
+    }
+
+    /// Current health.
+    pub fn health(&self) -> PathHealth {
+        self.state
+    }
+
+    /// Whether damping currently forbids using this tunnel.
+    pub fn suppressed(&self) -> bool {
+        self.suppressed
+    }
+
+    /// Why the tunnel last went down.
+    pub fn down_reason(&self) -> Option<DownReason> {
+        self.down_reason
+    }
+
+    /// Smoothed RTT, once measured.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
+    /// Retransmission timeout in RFC 6298's sense: SRTT + 4·RTTVAR (the interval before any
+    /// sample), at least 1 ms.
+    pub fn rto(&self) -> Duration {
+        self.srtt
+            .map_or(self.cfg.interval, |s| s + self.rttvar * 4)
+            .max(Duration::from_millis(1))
+    }
+
+    /// Loss share over the window, once there are enough samples.
+    pub fn loss(&self) -> Option<f64> {
+        (self.losses.len() >= self.cfg.loss_min_samples.max(1))
+            .then(|| self.losses.iter().filter(|l| **l).count() as f64 / self.losses.len() as f64)
+    }
+
+    /// The damping penalty now.
+    pub fn penalty(&self, now: Instant) -> f64 {
+        let dt = now.saturating_duration_since(self.penalty_at).as_secs_f64();
+        let hl = self.cfg.half_life.as_secs_f64().max(1e-3);
+        self.penalty * 0.5f64.powf(dt / hl)
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> ProbeCounters {
+        self.counters
+    }
+
+    /// When the last evidence arrived.
+    pub fn last_alive(&self) -> Option<Instant> {
+        self.last_alive
+    }
+
+    /// Sets the intent carried by the next probes.
+    pub fn set_intent(&mut self, intent: Intent) {
+        self.intent = intent;
+    }
+
+    /// The intent carried by probes.
+    pub fn intent(&self) -> Intent {
+        self.intent
+    }
+
+    /// Sends the next probe at once (to tell a gateway a new intent without waiting).
+    pub fn probe_now(&mut self, now: Instant) {
+        self.probe_due = true;
+        self.next_probe = self.next_probe.min(now);
+    }
+
+    fn probe_interval(&self) -> Duration {
+        match self.state {
+            PathHealth::Suspect => (self.cfg.interval / 4).max(Duration::from_millis(1)),
+            _ => self.cfg.interval,
+        }
+    }
+
+    fn hold_down(&self, now: Instant) -> Duration {
+        let factor = (self.penalty(now) / self.cfg.flap_penalty.max(1.0)).max(1.0);
+        self.cfg
+            .hold_down
+            .mul_f64(factor)
+            .min(self.cfg.max_hold_down)
+    }
+
+    /// The next instant [`PathMonitor::handle_timeout`] must run.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut t = self.next_probe;
+        if let Some(alive) = self.last_alive {
+            let rto = self.rto();
+            let deadline = match self.state {
+                PathHealth::Up => Some(alive + self.cfg.interval + rto),
+                PathHealth::Suspect | PathHealth::Recovering => {
+                    Some(alive + self.cfg.detect_time(rto))
+                }
+                PathHealth::Down => None,
+            };
+            if let Some(d) = deadline {
+                t = t.min(d);
+            }
+            // The end of a hold-down is judged at probe ticks (every interval): its length moves
+            // with the decaying penalty, and a deadline returned here must always make progress.
+        }
+        t
+    }
+
+    fn change(&mut self, to: PathHealth, down: Option<(DownReason, Duration)>) {
+        if self.state == to {
+            return;
+        }
+        let from = self.state;
+        self.state = to;
+        if self.changes.len() >= 64 {
+            self.changes.pop_front();
+        }
+        self.changes.push_back(HealthChange { from, to, down });
+    }
+
+    fn go_down(&mut self, now: Instant, reason: DownReason) {
+        let silent = self
+            .last_alive
+            .map_or(Duration::ZERO, |a| now.saturating_duration_since(a));
+        // Up/Suspect → Down is a flap, and so is failing again inside a hold-down: a tunnel
+        // that keeps coming back and dropping must be damped just the same.
+        if matches!(
+            self.state,
+            PathHealth::Up | PathHealth::Suspect | PathHealth::Recovering
+        ) {
+            self.counters.flaps += 1;
+            self.penalty = self.penalty(now) + self.cfg.flap_penalty;
+            self.penalty_at = now;
+            if self.penalty > self.cfg.suppress {
+                self.suppressed = true;
+            }
+        }
+        self.down_reason = Some(reason);
+        self.recovering_since = None;
+        if reason == DownReason::Loss {
+            // judge recovery on fresh samples only
+            self.losses.clear();
+        }
+        self.change(PathHealth::Down, Some((reason, silent)));
+    }
+
+    /// Advances timers: sends probes when due, judges lost probes, and moves the state machine.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_probe {
+            self.probe_due = true;
+        }
+        if self.suppressed && self.penalty(now) < self.cfg.reuse {
+            self.suppressed = false;
+        }
+        // probes unanswered past the detection time count as lost; old ones are forgotten
+        let loss_after = self.cfg.detect_time(self.rto());
+        for s in self.sent.iter_mut() {
+            if !s.judged && !s.answered && now.saturating_duration_since(s.at) >= loss_after {
+                s.judged = true;
+                self.losses.push_back(true);
+            }
+        }
+        while self
+            .sent
+            .front()
+            .is_some_and(|s| now.saturating_duration_since(s.at) > REMEMBER)
+        {
+            self.sent.pop_front();
+        }
+        while self.losses.len() > self.cfg.loss_window.max(1) {
+            self.losses.pop_front();
+        }
+        let Some(alive) = self.last_alive else { return };
+        let silent = now.saturating_duration_since(alive);
+        let rto = self.rto();
+        let detect = self.cfg.detect_time(rto);
+        match self.state {
+            PathHealth::Up | PathHealth::Suspect if silent >= detect => {
+                self.go_down(now, DownReason::Silence)
+            }
+            PathHealth::Up | PathHealth::Suspect
+                if self.loss().is_some_and(|l| l >= self.cfg.loss_threshold) =>
+            {
+                self.go_down(now, DownReason::Loss)
+            }
+            PathHealth::Up if silent >= self.cfg.interval + rto => {
+                self.change(PathHealth::Suspect, None);
+                self.probe_due = true;
+            }
+            PathHealth::Recovering if silent >= detect => self.go_down(now, DownReason::Silence),
+            PathHealth::Recovering => {
+                let held = self.recovering_since.is_some_and(|since| {
+                    now.saturating_duration_since(since) >= self.hold_down(now)
+                });
+                let clean = self
+                    .loss()
+                    .is_none_or(|l| l < self.cfg.loss_threshold / 2.0);
+                if held && clean && !self.suppressed {
+                    self.change(PathHealth::Up, None);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The probe to send now, if one is due.
+    pub fn poll_probe(&mut self, now: Instant) -> Option<ProbeMessage> {
+        if !self.probe_due {
+            return None;
+        }
+        self.probe_due = false;
+        self.next_probe = now + self.probe_interval();
+        self.seq += 1;
+        let sent_us = u64::try_from(now.saturating_duration_since(self.epoch).as_micros())
+            .unwrap_or(u64::MAX);
+        if self.sent.len() >= MAX_OUTSTANDING {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(Sent {
+            seq: self.seq,
+            at: now,
+            sent_us,
+            answered: false,
+            judged: false,
+        });
+        self.counters.sent += 1;
+        Some(ProbeMessage {
+            kind: ProbeKind::Request,
+            intent: self.intent,
+            nonce: self.nonce,
+            seq: self.seq,
+            sent_us,
+        })
+    }
+
+    /// A probe reply arrived through this tunnel.
+    pub fn on_reply(&mut self, now: Instant, msg: &ProbeMessage) -> Result<(), ReplyError> {
+        let refuse = |c: &mut ProbeCounters, e: ReplyError, i: usize| {
+            if let Some(x) = c.refused.get_mut(i) {
+                *x += 1;
+            }
+            Err(e)
+        };
+        if msg.kind != ProbeKind::Reply {
+            return refuse(&mut self.counters, ReplyError::NotReply, 0);
+        }
+        if msg.nonce != self.nonce {
+            return refuse(&mut self.counters, ReplyError::ForeignNonce, 1);
+        }
+        let Some(sent) = self.sent.iter_mut().find(|s| s.seq == msg.seq) else {
+            return refuse(&mut self.counters, ReplyError::UnknownSeq, 2);
+        };
+        if sent.answered {
+            return refuse(&mut self.counters, ReplyError::Replayed, 3);
+        }
+        if sent.sent_us != msg.sent_us {
+            return refuse(&mut self.counters, ReplyError::BadTimestamp, 4);
+        }
+        sent.answered = true;
+        let rtt = now.saturating_duration_since(sent.at);
+        if sent.judged {
+            self.counters.late += 1;
+        } else {
+            sent.judged = true;
+            self.losses.push_back(false);
+        }
+        self.counters.replies += 1;
+        self.rtt_sample(rtt);
+        self.on_inbound(now);
+        Ok(())
+    }
+
+    fn rtt_sample(&mut self, r: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2;
+            }
+            Some(s) => {
+                let diff = s.abs_diff(r);
+                self.rttvar = (self.rttvar * 3 + diff) / 4;
+                self.srtt = Some((s * 7 + r) / 8);
+            }
+        }
+    }
+
+    /// Authenticated inbound traffic arrived through this tunnel: evidence it is alive.
+    pub fn on_inbound(&mut self, now: Instant) {
+        self.last_alive = Some(now);
+        match self.state {
+            PathHealth::Suspect => self.change(PathHealth::Up, None),
+            PathHealth::Down if !self.ever_up => {
+                self.ever_up = true;
+                self.change(PathHealth::Up, None);
+            }
+            PathHealth::Down => {
+                // judge the recovery on fresh samples: the outage's lost probes say nothing
+                // about the tunnel now
+                self.losses.clear();
+                self.recovering_since = Some(now);
+                self.change(PathHealth::Recovering, None);
+            }
+            _ => {}
+        }
+        if self.state == PathHealth::Up {
+            self.ever_up = true;
+        }
+    }
+
+    /// The next state change, if any.
+    pub fn poll_change(&mut self) -> Option<HealthChange> {
+        self.changes.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_replies_are_refused_and_are_not_evidence() {
+        #[allow(clippy::disallowed_methods)] // base of a virtual clock
+        let t0 = Instant::now();
+        let mut m = PathMonitor::new(ProbeConfig::default(), 77, t0);
+        m.handle_timeout(t0);
+        let probe = m.poll_probe(t0).unwrap();
+        let at = t0 + Duration::from_millis(2);
+        let reply = probe.reply();
+        assert_eq!(m.on_reply(at, &probe), Err(ReplyError::NotReply));
+        assert_eq!(
+            m.on_reply(at, &ProbeMessage { nonce: 78, ..reply }),
+            Err(ReplyError::ForeignNonce)
+        );
+        assert_eq!(
+            m.on_reply(at, &ProbeMessage { seq: 99, ..reply }),
+            Err(ReplyError::UnknownSeq)
+        );
+        assert_eq!(
+            m.on_reply(
+                at,
+                &ProbeMessage {
+                    sent_us: reply.sent_us + 1_000_000,
+                    ..reply
+                }
+            ),
+            Err(ReplyError::BadTimestamp)
+        );
+        assert_eq!(m.last_alive(), None, "refused replies are not evidence");
+        assert_eq!(m.health(), PathHealth::Down);
+        assert_eq!(m.on_reply(at, &reply), Ok(()));
+        assert_eq!(m.health(), PathHealth::Up);
+        assert_eq!(m.srtt(), Some(Duration::from_millis(2)));
+        let later = t0 + Duration::from_millis(70);
+        assert_eq!(m.on_reply(later, &reply), Err(ReplyError::Replayed));
+        assert_eq!(
+            m.last_alive(),
+            Some(at),
+            "a replay does not refresh liveness"
+        );
+        assert_eq!(m.counters().refused, [1, 1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn suspect_probes_faster_and_recovers_on_evidence() {
+        #[allow(clippy::disallowed_methods)] // base of a virtual clock
+        let t0 = Instant::now();
+        let cfg = ProbeConfig::default();
+        let mut m = PathMonitor::new(cfg.clone(), 1, t0);
+        m.on_inbound(t0);
+        assert_eq!(m.health(), PathHealth::Up);
+        let t = t0 + cfg.interval * 2;
+        m.handle_timeout(t);
+        assert_eq!(m.health(), PathHealth::Suspect);
+        let _ = m.poll_probe(t);
+        assert!(
+            m.poll_timeout() <= t + cfg.interval / 4,
+            "suspect probes 4x as often"
+        );
+        m.on_inbound(t + Duration::from_millis(1));
+        assert_eq!(m.health(), PathHealth::Up);
+    }
+}

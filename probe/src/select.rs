@@ -1,0 +1,299 @@
+//! Which tunnel carries traffic.
+//!
+//! Usable tunnels are those Up and not suppressed. The active tunnel is kept while it is Up,
+//! Suspect or Recovering (hysteresis: a suspect tunnel is not abandoned, its probes speed up
+//! instead). When it goes Down, the best usable tunnel takes over; if none is usable, the best
+//! Recovering or Suspect one does (anything alive beats nothing). Policies:
+//! - [`Policy::Priority`]: configuration order; with `failback`, traffic returns to a
+//!   higher-priority tunnel once it is Up again (after its hold-down);
+//! - [`Policy::LowestRtt`]: the lowest SRTT, switching only for a gain of at least `ratio` and
+//!   `min_gain`, and at most once per `min_dwell`.
+
+use std::time::{Duration, Instant};
+
+use crate::health::{DownReason, PathHealth};
+
+/// Selection policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Policy {
+    /// configuration order
+    Priority {
+        /// return to a higher-priority tunnel once it is trusted again
+        failback: bool,
+    },
+    /// lowest smoothed RTT, with hysteresis
+    LowestRtt {
+        /// required relative gain (0.2: the other must be 20 % faster)
+        ratio: f64,
+        /// required absolute gain
+        min_gain: Duration,
+        /// least time between two RTT-driven switches
+        min_dwell: Duration,
+    },
+}
+
+/// Why traffic moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchReason {
+    /// the active tunnel went silent
+    ProbeTimeout,
+    /// the active tunnel's loss crossed the threshold
+    Loss,
+    /// a higher-priority tunnel is trusted again
+    Failback,
+    /// another tunnel is enough faster
+    LowerRtt,
+    /// a healthy tunnel replaced one that was only recovering
+    Healthier,
+    /// the operator asked
+    Manual,
+}
+
+impl SwitchReason {
+    /// snake_case label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            SwitchReason::ProbeTimeout => "probe_timeout",
+            SwitchReason::Loss => "loss",
+            SwitchReason::Failback => "failback",
+            SwitchReason::LowerRtt => "lower_rtt",
+            SwitchReason::Healthier => "healthier",
+            SwitchReason::Manual => "manual",
+        }
+    }
+}
+
+/// A switch decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwitchEvent {
+    /// from this tunnel
+    pub from: usize,
+    /// to this tunnel
+    pub to: usize,
+    /// why
+    pub reason: SwitchReason,
+    /// for a failure: how long the old tunnel had been silent when it was declared down
+    pub detection: Option<Duration>,
+}
+
+/// What the selector needs to know about one tunnel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PathView {
+    /// health
+    pub health: PathHealth,
+    /// damped out
+    pub suppressed: bool,
+    /// smoothed RTT
+    pub srtt: Option<Duration>,
+    /// why it last went down, and how long it had been silent then
+    pub down: Option<(DownReason, Duration)>,
+}
+
+impl PathView {
+    fn usable(&self) -> bool {
+        self.health == PathHealth::Up && !self.suppressed
+    }
+
+    fn alive(&self) -> bool {
+        matches!(
+            self.health,
+            PathHealth::Up | PathHealth::Suspect | PathHealth::Recovering
+        )
+    }
+}
+
+/// The selector.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    policy: Policy,
+    active: usize,
+    last_rtt_switch: Option<Instant>,
+}
+
+impl Selector {
+    /// Starts with tunnel 0 active.
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            active: 0,
+            last_rtt_switch: None,
+        }
+    }
+
+    /// The active tunnel.
+    pub fn active(&self) -> usize {
+        self.active
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    fn best(&self, paths: &[PathView], pick: impl Fn(&PathView) -> bool) -> Option<usize> {
+        let candidates = paths.iter().enumerate().filter(|(_, p)| pick(p));
+        match self.policy {
+            Policy::Priority { .. } => candidates.map(|(i, _)| i).next(),
+            Policy::LowestRtt { .. } => candidates
+                .min_by_key(|(i, p)| (p.srtt.unwrap_or(Duration::MAX), *i))
+                .map(|(i, _)| i),
+        }
+    }
+
+    fn switch(
+        &mut self,
+        to: usize,
+        reason: SwitchReason,
+        detection: Option<Duration>,
+    ) -> Option<SwitchEvent> {
+        let from = self.active;
+        if from == to {
+            return None;
+        }
+        self.active = to;
+        Some(SwitchEvent {
+            from,
+            to,
+            reason,
+            detection,
+        })
+    }
+
+    /// Moves traffic by operator request.
+    pub fn force(&mut self, to: usize) -> Option<SwitchEvent> {
+        self.switch(to, SwitchReason::Manual, None)
+    }
+
+    /// Re-evaluates after any health change; returns the switch to make, if any.
+    pub fn evaluate(&mut self, now: Instant, paths: &[PathView]) -> Option<SwitchEvent> {
+        let current = *paths.get(self.active)?;
+        if current.health == PathHealth::Down {
+            let (reason, detection) = match current.down {
+                Some((DownReason::Loss, d)) => (SwitchReason::Loss, Some(d)),
+                Some((DownReason::Silence, d)) => (SwitchReason::ProbeTimeout, Some(d)),
+                None => (SwitchReason::ProbeTimeout, None),
+            };
+            let to = self
+                .best(paths, PathView::usable)
+                .or_else(|| self.best(paths, PathView::alive))?;
+            return self.switch(to, reason, detection);
+        }
+        if !current.usable() && current.health != PathHealth::Suspect {
+            // active only recovering (or suppressed): a trusted tunnel is better
+            if let Some(to) = self.best(paths, PathView::usable) {
+                return self.switch(to, SwitchReason::Healthier, None);
+            }
+            return None;
+        }
+        match self.policy {
+            Policy::Priority { failback: true } => {
+                let to = self.best(paths, PathView::usable)?;
+                (to < self.active).then_some(())?;
+                self.switch(to, SwitchReason::Failback, None)
+            }
+            Policy::Priority { failback: false } => None,
+            Policy::LowestRtt {
+                ratio,
+                min_gain,
+                min_dwell,
+            } => {
+                if current.health != PathHealth::Up
+                    || self
+                        .last_rtt_switch
+                        .is_some_and(|t| now.saturating_duration_since(t) < min_dwell)
+                {
+                    return None;
+                }
+                let to = self.best(paths, PathView::usable)?;
+                let (cur, best) = (current.srtt?, paths.get(to)?.srtt?);
+                let gain = cur.saturating_sub(best);
+                if gain >= min_gain && best.as_secs_f64() <= cur.as_secs_f64() * (1.0 - ratio) {
+                    self.last_rtt_switch = Some(now);
+                    return self.switch(to, SwitchReason::LowerRtt, None);
+                }
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(health: PathHealth, srtt_ms: u64) -> PathView {
+        PathView {
+            health,
+            suppressed: false,
+            srtt: Some(Duration::from_millis(srtt_ms)),
+            down: None,
+        }
+    }
+
+    #[test]
+    fn priority_moves_off_a_down_tunnel_and_fails_back() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let mut s = Selector::new(Policy::Priority { failback: true });
+        let mut paths = vec![
+            view(PathHealth::Up, 10),
+            view(PathHealth::Up, 10),
+            view(PathHealth::Up, 10),
+        ];
+        assert_eq!(s.evaluate(now, &paths), None);
+        paths[0].health = PathHealth::Suspect;
+        assert_eq!(s.evaluate(now, &paths), None, "a suspect tunnel is kept");
+        paths[0].health = PathHealth::Down;
+        paths[0].down = Some((DownReason::Silence, Duration::from_millis(81)));
+        let e = s.evaluate(now, &paths).unwrap();
+        assert_eq!((e.from, e.to, e.reason), (0, 1, SwitchReason::ProbeTimeout));
+        assert_eq!(e.detection, Some(Duration::from_millis(81)));
+        paths[0].health = PathHealth::Recovering;
+        assert_eq!(
+            s.evaluate(now, &paths),
+            None,
+            "no failback inside the hold-down"
+        );
+        paths[0].health = PathHealth::Up;
+        assert_eq!(
+            s.evaluate(now, &paths).unwrap().reason,
+            SwitchReason::Failback
+        );
+    }
+
+    #[test]
+    fn lowest_rtt_needs_a_real_gain() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let policy = Policy::LowestRtt {
+            ratio: 0.2,
+            min_gain: Duration::from_millis(5),
+            min_dwell: Duration::from_secs(10),
+        };
+        let mut s = Selector::new(policy);
+        let mut paths = vec![view(PathHealth::Up, 50), view(PathHealth::Up, 45)];
+        assert_eq!(s.evaluate(now, &paths), None, "10 % faster is not enough");
+        paths[1].srtt = Some(Duration::from_millis(20));
+        assert_eq!(
+            s.evaluate(now, &paths).unwrap().reason,
+            SwitchReason::LowerRtt
+        );
+        paths[0].srtt = Some(Duration::from_millis(5));
+        assert_eq!(s.evaluate(now, &paths), None, "dwell time");
+    }
+
+    #[test]
+    fn all_down_then_anything_alive() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let mut s = Selector::new(Policy::Priority { failback: true });
+        let mut paths = vec![view(PathHealth::Down, 10), view(PathHealth::Down, 10)];
+        assert_eq!(s.evaluate(now, &paths), None);
+        paths[1].health = PathHealth::Recovering;
+        assert_eq!(
+            s.evaluate(now, &paths).unwrap().to,
+            1,
+            "a recovering tunnel beats none"
+        );
+    }
+}
