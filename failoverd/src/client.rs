@@ -7,12 +7,14 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context as _;
 use engine::{DatacenterConfig, Engine, EngineConfig, Event};
+use probe::packet::ProbeTarget;
+use rand_core::RngCore as _;
 use serde_json::json;
 use sessionkeeper::StableAddresses;
 use tokio::sync::mpsc;
 use tunnel::{EndpointPolicy, Outcome, TunnelConfig};
 
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, ProbeKind};
 use crate::control::{self, Command};
 use crate::{clock, drops_json, net, Shutdown, BUFFER_LEN};
 
@@ -36,6 +38,14 @@ pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result
         .iter()
         .enumerate()
         .map(|(i, d)| DatacenterConfig {
+            probe: match d.probe {
+                ProbeKind::Gateway => ProbeTarget::Gateway(d.probe_address),
+                ProbeKind::Icmp => ProbeTarget::Icmp {
+                    addr: d.probe_address,
+                    id: (rand_core::OsRng.next_u32() & 0xffff) as u16,
+                },
+            },
+            probe_nonce: rand_core::OsRng.next_u64(),
             name: d.name.clone(),
             tunnel: TunnelConfig {
                 private_key: config.private_key.clone(),
@@ -49,13 +59,18 @@ pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result
             },
         })
         .collect();
-    let mut engine = Engine::new(EngineConfig {
-        stable: StableAddresses {
-            v4: config.stable_v4,
-            v6: config.stable_v6,
+    let mut engine = Engine::new(
+        EngineConfig {
+            stable: StableAddresses {
+                v4: config.stable_v4,
+                v6: config.stable_v6,
+            },
+            datacenters,
+            probe: config.probe.clone(),
+            policy: config.policy,
         },
-        datacenters,
-    })
+        clock::now(),
+    )
     .context("building the engine")?;
 
     let (control_tx, mut control_rx) = mpsc::channel(16);
@@ -73,6 +88,7 @@ pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result
     let mut out = vec![0u8; BUFFER_LEN];
     let mut timer_sends: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
     let mut send_errors: u64 = 0;
+    let mut switches: Vec<serde_json::Value> = Vec::new();
     // The first timeout starts every handshake and arms every timer; after it, poll_timeout
     // always has a deadline, so control requests cannot keep pushing the first tick away.
     engine.handle_timeout(clock::now(), &mut out, |t| {
@@ -134,7 +150,7 @@ pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result
             }
             Some(request) = control_rx.recv() => {
                 let answer = match request.command {
-                    Command::Status => status(&engine, send_errors),
+                    Command::Status => status(&engine, send_errors, &switches),
                 };
                 let _ = request.reply.send(answer);
             }
@@ -144,17 +160,56 @@ pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result
             }
         }
         while let Some(event) = engine.poll_event() {
-            match event {
-                Event::Established(dc) => {
-                    tracing::info!(datacenter = engine.name(dc), "tunnel established")
-                }
-                Event::Lost(dc) => tracing::warn!(datacenter = engine.name(dc), "tunnel lost"),
-            }
+            log_event(&engine, &event, &mut switches);
         }
     }
 }
 
-fn status(engine: &Engine, send_errors: u64) -> serde_json::Value {
+/// Most switches kept for `status`.
+const SWITCH_LOG: usize = 64;
+
+fn log_event(engine: &Engine, event: &Event, switches: &mut Vec<serde_json::Value>) {
+    match *event {
+        Event::Established(dc) => {
+            tracing::info!(datacenter = engine.name(dc), "tunnel established")
+        }
+        Event::Lost(dc) => tracing::warn!(datacenter = engine.name(dc), "tunnel session lost"),
+        Event::Health { dc, from, to } => tracing::info!(
+            datacenter = engine.name(dc),
+            from = from.label(),
+            to = to.label(),
+            "health changed"
+        ),
+        Event::Switched {
+            from,
+            to,
+            reason,
+            detection,
+        } => {
+            let detection_ms = detection.map(|d| d.as_secs_f64() * 1e3);
+            tracing::warn!(
+                from = engine.name(from),
+                to = engine.name(to),
+                reason = reason.label(),
+                detection_ms,
+                "switched datacenter"
+            );
+            if switches.len() >= SWITCH_LOG {
+                switches.remove(0);
+            }
+            let unix_ms = clock::unix_millis();
+            switches.push(json!({
+                "unix_ms": unix_ms,
+                "from": engine.name(from),
+                "to": engine.name(to),
+                "reason": reason.label(),
+                "detection_ms": detection_ms,
+            }));
+        }
+    }
+}
+
+fn status(engine: &Engine, send_errors: u64, switches: &[serde_json::Value]) -> serde_json::Value {
     let (not_ip, not_stable) = engine.local_drops();
     let datacenters: Vec<_> = engine
         .status()
@@ -169,6 +224,14 @@ fn status(engine: &Engine, send_errors: u64) -> serde_json::Value {
                 "rx_bytes": d.stats.rx_bytes,
                 "handshakes": d.stats.handshakes,
                 "since_last_handshake_ms": d.stats.since_last_handshake.map(|t| t.as_millis() as u64),
+                "health": d.health.label(),
+                "srtt_ms": d.srtt.map(|t| t.as_secs_f64() * 1e3),
+                "loss": d.loss,
+                "suppressed": d.suppressed,
+                "probes_sent": d.probes.sent,
+                "probe_replies": d.probes.replies,
+                "probe_replies_refused": d.probes.refused.iter().sum::<u64>(),
+                "flaps": d.probes.flaps,
                 "drops": drops_json(&d.stats.drops),
             })
         })
@@ -181,6 +244,8 @@ fn status(engine: &Engine, send_errors: u64) -> serde_json::Value {
         "datacenters": datacenters,
         "local_drops": {"not_ip": not_ip, "source_not_stable": not_stable},
         "underlay_drops": drops_json(engine.underlay_drops()),
+        "probe_replies_malformed": engine.probe_malformed(),
+        "switches": switches,
         "send_errors": send_errors,
     })
 }

@@ -9,6 +9,9 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
+use probe::{Policy, ProbeConfig};
 use serde::Deserialize;
 use tunnel::{AllowedIps, Prefix, PrivateKey, PublicKey};
 
@@ -271,6 +274,16 @@ struct RawClient {
     routes: Vec<String>,
     #[serde(default)]
     control_socket: Option<PathBuf>,
+    #[serde(default = "default_probe_interval")]
+    probe_interval_ms: u64,
+    #[serde(default = "default_detect_multiplier")]
+    detect_multiplier: u32,
+    #[serde(default = "default_hold_down")]
+    hold_down_ms: u64,
+    #[serde(default = "default_policy")]
+    policy: String,
+    #[serde(default = "default_true")]
+    failback: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,6 +292,9 @@ struct RawDatacenter {
     name: String,
     endpoint: String,
     public_key: String,
+    #[serde(default = "default_probe_kind")]
+    probe: String,
+    probe_address: String,
     #[serde(default = "default_allowed_ips")]
     allowed_ips: Vec<String>,
     #[serde(default = "default_mtu")]
@@ -287,6 +303,30 @@ struct RawDatacenter {
     persistent_keepalive: u16,
 }
 
+fn default_probe_interval() -> u64 {
+    20
+}
+fn default_detect_multiplier() -> u32 {
+    4
+}
+fn default_hold_down() -> u64 {
+    1000
+}
+fn default_policy() -> String {
+    "priority".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_probe_kind() -> String {
+    "gateway".into()
+}
+fn default_claim_timeout() -> u64 {
+    2000
+}
+fn default_return_path() -> String {
+    "claim".into()
+}
 fn default_client_interface() -> String {
     "failover0".into()
 }
@@ -324,6 +364,19 @@ pub struct Datacenter {
     pub mtu: u16,
     /// seconds between keepalives (0: off)
     pub persistent_keepalive: u16,
+    /// how the tunnel is probed
+    pub probe: ProbeKind,
+    /// the probe target inside the tunnel
+    pub probe_address: IpAddr,
+}
+
+/// How a datacenter's tunnel is probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// a failoverd gateway's probe responder (its inner address)
+    Gateway,
+    /// ICMP echo to a host behind a plain WireGuard server
+    Icmp,
 }
 
 /// The client daemon's configuration.
@@ -343,6 +396,10 @@ pub struct ClientConfig {
     pub control_socket: PathBuf,
     /// datacenters, in priority order
     pub datacenters: Vec<Datacenter>,
+    /// probe timing and detection
+    pub probe: ProbeConfig,
+    /// path selection
+    pub policy: Policy,
 }
 
 impl ClientConfig {
@@ -402,6 +459,50 @@ impl ClientConfig {
                 format!("configure at most {MAX_DATACENTERS}"),
             ));
         }
+        if !(1..=10_000).contains(&c.probe_interval_ms) {
+            return Err(ctx.err(
+                "client.probe_interval_ms",
+                format!("{} is out of range", c.probe_interval_ms),
+                "use 1-10000; 20 detects a failure in under 100 ms",
+            ));
+        }
+        if !(2..=100).contains(&c.detect_multiplier) {
+            return Err(ctx.err(
+                "client.detect_multiplier",
+                format!("{} is out of range", c.detect_multiplier),
+                "use 2-100; 4 means four silent probe intervals",
+            ));
+        }
+        if c.hold_down_ms > 600_000 {
+            return Err(ctx.err(
+                "client.hold_down_ms",
+                format!("{} is out of range", c.hold_down_ms),
+                "use 0-600000 (ten minutes)",
+            ));
+        }
+        let probe = ProbeConfig {
+            interval: Duration::from_millis(c.probe_interval_ms),
+            detect_mult: c.detect_multiplier,
+            hold_down: Duration::from_millis(c.hold_down_ms),
+            ..ProbeConfig::default()
+        };
+        let policy = match c.policy.as_str() {
+            "priority" => Policy::Priority {
+                failback: c.failback,
+            },
+            "lowest-rtt" => Policy::LowestRtt {
+                ratio: 0.2,
+                min_gain: Duration::from_millis(5),
+                min_dwell: Duration::from_secs(10),
+            },
+            other => {
+                return Err(ctx.err(
+                    "client.policy",
+                    format!("'{other}' is not a policy"),
+                    "use \"priority\" (configuration order) or \"lowest-rtt\"",
+                ))
+            }
+        };
         let own_public = private_key.public_key();
         let mut names = HashSet::new();
         let mut datacenters = Vec::new();
@@ -416,7 +517,32 @@ impl ClientConfig {
                     "use the gateway's public key",
                 ));
             }
+            let probe_kind = match d.probe.as_str() {
+                "gateway" => ProbeKind::Gateway,
+                "icmp" => ProbeKind::Icmp,
+                other => return Err(ctx.err(
+                    at("probe"),
+                    format!("'{other}' is not a probe kind"),
+                    "use \"gateway\" (a failoverd gateway) or \"icmp\" (a plain WireGuard server)",
+                )),
+            };
+            let probe_address: IpAddr = d.probe_address.parse().map_err(|_| {
+                ctx.err(at("probe_address"), format!("'{}' is not an IP address", d.probe_address), "give the gateway's inner address (e.g. 100.96.0.1), or for probe = \"icmp\" a host behind the server")
+            })?;
+            let family_ok = match probe_address {
+                IpAddr::V4(_) => v4.is_some(),
+                IpAddr::V6(_) => v6.is_some(),
+            };
+            if !family_ok {
+                return Err(ctx.err(
+                    at("probe_address"),
+                    format!("{probe_address} has no stable address of its family to send from"),
+                    "use a probe address of the same family as a client.stable_address",
+                ));
+            }
             datacenters.push(Datacenter {
+                probe: probe_kind,
+                probe_address,
                 name: d.name.clone(),
                 endpoint: parse_endpoint(&ctx, &at("endpoint"), &d.endpoint)?,
                 public_key,
@@ -439,6 +565,8 @@ impl ClientConfig {
             interface: c.interface,
             routes,
             datacenters,
+            probe,
+            policy,
         })
     }
 }
@@ -469,6 +597,9 @@ struct RawGateway {
     handshake_rate_limit: u64,
     #[serde(default)]
     control_socket: Option<PathBuf>,
+    inside_interface: String,
+    #[serde(default = "default_claim_timeout")]
+    claim_timeout_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -479,6 +610,8 @@ struct RawGatewayClient {
     allowed_ips: Vec<String>,
     #[serde(default)]
     persistent_keepalive: u16,
+    #[serde(default = "default_return_path")]
+    return_path: String,
 }
 
 /// One client, as a gateway knows it.
@@ -492,6 +625,8 @@ pub struct GatewayClient {
     pub allowed_ips: AllowedIps,
     /// seconds between keepalives (0: off)
     pub persistent_keepalive: u16,
+    /// claimed only while the client says this gateway is active (`false`: always)
+    pub claim_on_intent: bool,
 }
 
 /// The gateway daemon's configuration.
@@ -511,6 +646,10 @@ pub struct GatewayConfig {
     pub handshake_rate_limit: u64,
     /// control socket path
     pub control_socket: PathBuf,
+    /// the datacenter-side interface where client addresses are claimed
+    pub inside_interface: String,
+    /// a claim is released after this long without a probe from its client
+    pub claim_timeout: Duration,
     /// clients
     pub clients: Vec<GatewayClient>,
 }
@@ -602,16 +741,35 @@ impl GatewayConfig {
                     ));
                 }
             }
+            let claim_on_intent = match c.return_path.as_str() {
+                "claim" => true,
+                "static" => false,
+                other => return Err(ctx.err(at("return_path"), format!("'{other}' is not a return path"), "use \"claim\" (failoverd clients: claimed while this gateway is active) or \"static\" (plain WireGuard clients: always claimed)")),
+            };
             clients.push(GatewayClient {
                 name: c.name.clone(),
                 public_key,
                 allowed_ips: AllowedIps::new(prefixes),
                 persistent_keepalive: c.persistent_keepalive,
+                claim_on_intent,
             });
+        }
+        check_interface(&ctx, "gateway.inside_interface", &g.inside_interface)?;
+        if g.inside_interface == g.interface {
+            return Err(ctx.err("gateway.inside_interface", "is the TUN interface itself", "name the datacenter-side interface (e.g. eth1), where client addresses are claimed"));
+        }
+        if !(100..=3_600_000).contains(&g.claim_timeout_ms) {
+            return Err(ctx.err(
+                "gateway.claim_timeout_ms",
+                format!("{} is out of range", g.claim_timeout_ms),
+                "use 100-3600000; 2000 releases two seconds after a client falls silent",
+            ));
         }
         Ok(Self {
             private_key,
             listen_port: g.listen_port,
+            inside_interface: g.inside_interface,
+            claim_timeout: Duration::from_millis(g.claim_timeout_ms),
             address_hosts,
             mtu: check_mtu(&ctx, "gateway.mtu", g.mtu)?,
             handshake_rate_limit: g.handshake_rate_limit.max(1),

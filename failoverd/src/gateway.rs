@@ -1,61 +1,87 @@
-//! The gateway daemon: many clients on one UDP port, and a TUN device into the datacenter.
+//! The gateway daemon: many clients on one UDP port, a TUN device into the datacenter, and the
+//! claim of each client's stable address on the inside segment while that client is active here.
 //!
-//! One task owns the responder and every socket; it reads the clock once per wake-up.
-//! Packets from the datacenter are routed to a client by cryptokey routing (the client whose
-//! allowed IPs hold the destination).
+//! One task owns the gateway engine, the sockets and the takeover; it reads the clock once per
+//! wake-up. Every decision (which datagram belongs to whom, probe echo, when to claim or
+//! release) is `engine::gateway`'s; this file only carries them out.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use engine::gateway::{
+    Gateway, GatewayClient, GatewayConfig as EngineGatewayConfig, GatewayEvent, ReturnPath,
+};
 use serde_json::json;
 use tokio::sync::mpsc;
-use tunnel::{DropCounters, DropReason, Outcome, PeerConfig, Responder};
+use tunnel::{Outcome, PeerConfig, PeerId};
 
 use crate::config::GatewayConfig;
 use crate::control::{self, Command};
+use crate::takeover::Takeover;
 use crate::{clock, drops_json, net, Shutdown, BUFFER_LEN};
+
+/// Announcements are repeated after a claim, in case one is lost on the segment.
+const REANNOUNCE: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
+/// A repeat is sent only if the client probed this recently: a gateway that lost its client
+/// must not pull the return path back from the gateway the client moved to.
+const REANNOUNCE_FRESHNESS: Duration = Duration::from_millis(200);
 
 /// Runs the gateway until `shutdown` fires.
 pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let tun = net::create_tun(&config.interface, config.mtu)?;
-    let routes: Vec<_> = config
-        .clients
-        .iter()
-        .flat_map(|c| c.allowed_ips.prefixes().to_vec())
-        .collect();
-    net::configure_interface(
-        &config.interface,
-        config.mtu,
-        &config.address_hosts,
-        &routes,
-    )
-    .await?;
+    net::configure_interface(&config.interface, config.mtu, &config.address_hosts, &[]).await?;
+    let mut takeover = Takeover::new(&config.interface, &config.inside_interface).await?;
     let socket = net::underlay_socket(config.listen_port)?;
     let dual_stack = socket.local_addr().is_ok_and(|a| a.is_ipv6());
-    let peers = config
+    let clients = config
         .clients
         .iter()
-        .map(|c| PeerConfig {
-            public_key: c.public_key,
-            allowed_ips: c.allowed_ips.clone(),
-            persistent_keepalive: (c.persistent_keepalive > 0).then_some(c.persistent_keepalive),
+        .map(|c| GatewayClient {
+            peer: PeerConfig {
+                public_key: c.public_key,
+                allowed_ips: c.allowed_ips.clone(),
+                persistent_keepalive: (c.persistent_keepalive > 0)
+                    .then_some(c.persistent_keepalive),
+            },
+            return_path: if c.claim_on_intent {
+                ReturnPath::Claim
+            } else {
+                ReturnPath::Static
+            },
         })
         .collect();
-    let mut responder = Responder::new(
-        config.private_key.clone(),
-        peers,
-        config.handshake_rate_limit,
-    )
+    let mut gateway = Gateway::new(EngineGatewayConfig {
+        private_key: config.private_key.clone(),
+        handshake_rate_limit: config.handshake_rate_limit,
+        inner_addresses: config.address_hosts.iter().map(|(a, _)| *a).collect(),
+        claim_timeout: config.claim_timeout,
+        clients,
+    })
     .context("building the WireGuard responder")?;
+    // Only single addresses are claimed; a client's wider prefixes are routed by the operator.
+    let claimable: Vec<Vec<IpAddr>> = config
+        .clients
+        .iter()
+        .map(|c| {
+            c.allowed_ips
+                .prefixes()
+                .iter()
+                .filter(|p| p.len() == if p.addr().is_ipv4() { 32 } else { 128 })
+                .map(|p| p.addr())
+                .collect()
+        })
+        .collect();
     let names: Vec<String> = config.clients.iter().map(|c| c.name.clone()).collect();
 
     let (control_tx, mut control_rx) = mpsc::channel(16);
     let _control = control::serve(&config.control_socket, control_tx)?;
     tracing::info!(
         interface = %config.interface,
+        inside = %config.inside_interface,
         port = config.listen_port,
         clients = names.len(),
-        public_key = %responder.public_key(),
+        public_key = %gateway.responder().public_key(),
         control = %config.control_socket.display(),
         "failoverd gateway ready"
     );
@@ -64,67 +90,82 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
     let mut udp_buf = vec![0u8; BUFFER_LEN];
     let mut out = vec![0u8; BUFFER_LEN];
     let mut timer_sends: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
-    let mut tun_drops = DropCounters::default();
-    let mut datagrams: u64 = 0;
-    let mut send_errors: u64 = 0;
-    // The first timeout starts every handshake and arms every timer; after it, poll_timeout
-    // always has a deadline, so control requests cannot keep pushing the first tick away.
-    responder.handle_timeout(clock::now(), &mut out, |t| {
+    let mut reannounce: Vec<(Instant, PeerId, IpAddr)> = Vec::new();
+    let mut counters = Counters::default();
+    gateway.handle_timeout(clock::now(), &mut out, |t| {
         timer_sends.push((t.to, t.datagram.to_vec()))
     });
-    for (to, datagram) in timer_sends.drain(..) {
-        if socket
-            .send_to(&datagram, net::for_socket(to, dual_stack))
-            .await
-            .is_err()
-        {
-            send_errors += 1;
+    let result = loop {
+        for (to, datagram) in timer_sends.drain(..) {
+            if socket
+                .send_to(&datagram, net::for_socket(to, dual_stack))
+                .await
+                .is_err()
+            {
+                counters.send_errors += 1;
+            }
         }
-    }
-    loop {
-        let deadline = responder
+        while let Some(event) = gateway.poll_event() {
+            carry_out(
+                event,
+                &claimable,
+                &names,
+                &mut takeover,
+                &mut reannounce,
+                &mut counters,
+            )
+            .await;
+        }
+        let now = clock::now();
+        reannounce.retain(|(at, peer, addr)| {
+            if *at > now {
+                return true;
+            }
+            let fresh = gateway
+                .last_probe(*peer)
+                .is_some_and(|t| now.saturating_duration_since(t) <= REANNOUNCE_FRESHNESS);
+            if fresh && gateway.claimed(*peer) && takeover.is_claimed(*addr) {
+                let _ = takeover.announce(*addr);
+            }
+            false
+        });
+        let deadline = gateway
             .poll_timeout()
-            .unwrap_or_else(|| clock::now() + clock::IDLE_WAKE);
+            .into_iter()
+            .chain(reannounce.iter().map(|(t, _, _)| *t))
+            .min()
+            .unwrap_or_else(|| now + clock::IDLE_WAKE);
         tokio::select! {
             read = tun.recv(&mut tun_buf) => {
-                let n = read.context("reading from the TUN device")?;
+                let n = match read.context("reading from the TUN device") {
+                    Ok(n) => n,
+                    Err(e) => break Err(e),
+                };
                 let Some(packet) = tun_buf.get(..n) else { continue };
-                let Some(dst) = sessionkeeper::addresses(packet).map(|(_, d)| d) else {
-                    tun_drops.add(DropReason::InnerMalformed);
-                    continue;
-                };
-                let Some(peer) = responder.route(dst) else {
-                    tun_drops.add(DropReason::NoRoute);
-                    continue;
-                };
-                let Some(tunnel) = responder.peer_mut(peer) else { continue };
-                if let Outcome::Transmit(t) = tunnel.encapsulate(packet, &mut out) {
+                if let Some(t) = gateway.handle_inside_packet(packet, &mut out) {
                     if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
-                        send_errors += 1;
+                        counters.send_errors += 1;
                     }
                 }
             }
             read = socket.recv_from(&mut udp_buf) => {
                 let Ok((n, from)) = read else { continue };
-                datagrams += 1;
+                counters.datagrams += 1;
                 let now = clock::now();
                 let Some(datagram) = udp_buf.get(..n) else { continue };
-                let (peer, outcome) = responder.handle_datagram(now, net::canonical(from), datagram, &mut out);
-                match outcome {
+                match gateway.handle_datagram(now, net::canonical(from), datagram, &mut out) {
                     Outcome::Deliver(packet) => {
                         if tun.send(packet).await.is_err() {
-                            send_errors += 1;
+                            counters.send_errors += 1;
                         }
                     }
                     Outcome::Transmit(t) => {
                         if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
-                            send_errors += 1;
+                            counters.send_errors += 1;
                         }
-                        if let Some(tunnel) = peer.and_then(|p| responder.peer_mut(p)) {
-                            while let Some(t) = tunnel.poll_transmit(&mut out) {
-                                if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
-                                    send_errors += 1;
-                                }
+                        while let Some(t) = gateway.poll_transmit(&mut out) {
+                            if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
+                                counters.send_errors += 1;
                             }
                         }
                     }
@@ -132,34 +173,84 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
                 }
             }
             () = tokio::time::sleep_until(deadline.into()) => {
-                responder.handle_timeout(clock::now(), &mut out, |t| timer_sends.push((t.to, t.datagram.to_vec())));
-                for (to, datagram) in timer_sends.drain(..) {
-                    if socket.send_to(&datagram, net::for_socket(to, dual_stack)).await.is_err() {
-                        send_errors += 1;
-                    }
-                }
+                gateway.handle_timeout(clock::now(), &mut out, |t| timer_sends.push((t.to, t.datagram.to_vec())));
             }
             Some(request) = control_rx.recv() => {
                 let answer = match request.command {
-                    Command::Status => status(&responder, &names, &tun_drops, datagrams, send_errors),
+                    Command::Status => status(&gateway, &names, &counters),
                 };
                 let _ = request.reply.send(answer);
             }
             () = shutdown.wait() => {
                 tracing::info!("shutting down");
-                return Ok(());
+                break Ok(());
+            }
+        }
+    };
+    // Give back every claimed address: Drop cannot, and a stale proxy entry would keep
+    // attracting a client's return traffic to a gateway that no longer runs.
+    for addrs in &claimable {
+        for addr in addrs {
+            if takeover.is_claimed(*addr) {
+                if let Err(e) = takeover.release(*addr).await {
+                    tracing::warn!(%addr, error = %e, "releasing a claim at shutdown failed");
+                }
+            }
+        }
+    }
+    result
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    datagrams: u64,
+    send_errors: u64,
+    claims: u64,
+    releases: u64,
+    claim_errors: u64,
+}
+
+async fn carry_out(
+    event: GatewayEvent,
+    claimable: &[Vec<IpAddr>],
+    names: &[String],
+    takeover: &mut Takeover,
+    reannounce: &mut Vec<(Instant, PeerId, IpAddr)>,
+    counters: &mut Counters,
+) {
+    let (peer, claim) = match event {
+        GatewayEvent::Claim(p) => (p, true),
+        GatewayEvent::Release(p) => (p, false),
+    };
+    let name = names.get(peer.0).map_or("?", String::as_str);
+    for addr in claimable.get(peer.0).into_iter().flatten() {
+        let result = if claim {
+            takeover.claim(*addr).await
+        } else {
+            takeover.release(*addr).await
+        };
+        match result {
+            Ok(()) if claim => {
+                counters.claims += 1;
+                let now = clock::now();
+                reannounce.extend(REANNOUNCE.iter().map(|d| (now + *d, peer, *addr)));
+                tracing::info!(client = name, %addr, "claimed client address");
+            }
+            Ok(()) => {
+                counters.releases += 1;
+                tracing::info!(client = name, %addr, "released client address");
+            }
+            Err(e) => {
+                counters.claim_errors += 1;
+                tracing::error!(client = name, %addr, claim, error = %format!("{e:#}"), "claim change failed");
             }
         }
     }
 }
 
-fn status(
-    responder: &Responder,
-    names: &[String],
-    tun_drops: &DropCounters,
-    datagrams: u64,
-    send_errors: u64,
-) -> serde_json::Value {
+fn status(gateway: &Gateway, names: &[String], counters: &Counters) -> serde_json::Value {
+    let responder = gateway.responder();
+    let now = clock::now();
     let clients: Vec<_> = responder
         .peer_ids()
         .filter_map(|id| responder.peer(id).map(|t| (id, t)))
@@ -169,6 +260,8 @@ fn status(
                 "name": names.get(id.0),
                 "endpoint": t.endpoint().map(|e| e.to_string()),
                 "established": t.is_established(),
+                "claimed": gateway.claimed(id),
+                "last_probe_ms_ago": gateway.last_probe(id).map(|p| now.saturating_duration_since(p).as_millis() as u64),
                 "tx_bytes": stats.tx_bytes,
                 "rx_bytes": stats.rx_bytes,
                 "handshakes": stats.handshakes,
@@ -177,6 +270,7 @@ fn status(
             })
         })
         .collect();
+    let refusals = gateway.refusals();
     json!({
         "v": 1,
         "ok": true,
@@ -184,8 +278,13 @@ fn status(
         "public_key": responder.public_key().to_string(),
         "clients": clients,
         "port_drops": drops_json(responder.port_drops()),
-        "tun_drops": drops_json(tun_drops),
-        "datagrams_received": datagrams,
-        "send_errors": send_errors,
+        "tun_drops": drops_json(gateway.inside_drops()),
+        "probes_answered": gateway.probes_answered(),
+        "probes_refused": {"malformed": refusals.malformed, "replayed": refusals.replayed, "not_request": refusals.not_request},
+        "claims": counters.claims,
+        "releases": counters.releases,
+        "claim_errors": counters.claim_errors,
+        "datagrams_received": counters.datagrams,
+        "send_errors": counters.send_errors,
     })
 }

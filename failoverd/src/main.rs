@@ -10,6 +10,7 @@ mod control;
 mod gateway;
 mod keyfile;
 mod net;
+mod takeover;
 
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
@@ -36,6 +37,14 @@ pub(crate) mod clock {
     #[allow(clippy::disallowed_methods)] // the IO layer is where the clock is read
     pub fn now() -> Instant {
         Instant::now()
+    }
+
+    /// Wall-clock milliseconds since the Unix epoch, for event logs read by people.
+    #[allow(clippy::disallowed_methods)] // wall time for display only, never for timers
+    pub fn unix_millis() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     }
 }
 

@@ -105,7 +105,19 @@ impl Running {
     }
 }
 
-/// Starts `failoverd gateway` in `ns` for one client, and waits for its control socket.
+/// How a gateway makes the client's return path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnPath {
+    /// claimed while the client's probes say this gateway is active (our client)
+    Claim,
+    /// claimed always (a plain WireGuard client sends no probes)
+    Static,
+}
+
+/// Starts `failoverd gateway` in `ns` for one client, and waits for its control socket. The
+/// gateway's inner addresses are host addresses on its TUN; the client's stable addresses are
+/// claimed on `in0`, the datacenters' shared inside segment.
+#[allow(clippy::too_many_arguments)]
 pub fn start_gateway(
     lab: &Lab,
     ns: &Ns,
@@ -114,17 +126,23 @@ pub fn start_gateway(
     client_public: &str,
     inner_v4: &str,
     inner_v6: &str,
+    return_path: ReturnPath,
 ) -> Result<Running> {
     let control = lab.dir().join(format!("{name}.sock"));
     let config = lab.dir().join(format!("{name}.toml"));
+    let return_path = match return_path {
+        ReturnPath::Claim => "claim",
+        ReturnPath::Static => "static",
+    };
     std::fs::write(
         &config,
         format!(
             r#"[gateway]
 private_key_file = "{key}"
 listen_port = {WG_PORT}
-address = ["{inner_v4}/16", "{inner_v6}/64"]
+address = ["{inner_v4}/32", "{inner_v6}/128"]
 interface = "fogw0"
+inside_interface = "in0"
 mtu = 1420
 control_socket = "{control}"
 
@@ -132,6 +150,7 @@ control_socket = "{control}"
 name = "laptop"
 public_key = "{client_public}"
 allowed_ips = ["{STABLE_V4}/32", "{STABLE_V6}/128"]
+return_path = "{return_path}"
 "#,
             key = key.private_file.display(),
             control = control.display(),
@@ -155,6 +174,33 @@ allowed_ips = ["{STABLE_V4}/32", "{STABLE_V6}/128"]
     })
 }
 
+/// Starts a failoverd gateway in each of the topology's datacenters (dc i at inner address
+/// 100.96.0.1, the same in every datacenter), all claiming on the shared inside segment.
+pub fn start_gateways(
+    lab: &Lab,
+    topo: &Topology,
+    client_public: &str,
+) -> Result<(Vec<KeyPair>, Vec<Running>)> {
+    let mut keys = Vec::new();
+    let mut running = Vec::new();
+    for (i, ns) in topo.dcs.iter().enumerate() {
+        let name = format!("dc{}", i + 1);
+        let key = keypair(lab, &name)?;
+        running.push(start_gateway(
+            lab,
+            ns,
+            &name,
+            &key,
+            client_public,
+            "100.96.0.1",
+            "fd00:96::1",
+            ReturnPath::Claim,
+        )?);
+        keys.push(key);
+    }
+    Ok((keys, running))
+}
+
 /// One datacenter as the client's config names it.
 #[derive(Debug, Clone)]
 pub struct DcEntry {
@@ -164,10 +210,38 @@ pub struct DcEntry {
     pub endpoint: String,
     /// gateway public key
     pub public: String,
+    /// `gateway` (a failoverd gateway) or `icmp` (a plain WireGuard server)
+    pub probe: &'static str,
+    /// the probe target inside the tunnel
+    pub probe_address: String,
+}
+
+impl DcEntry {
+    /// Datacenter `i` (1-based) of the topology, served by a failoverd gateway.
+    pub fn failoverd(i: usize, public: &str) -> Self {
+        Self {
+            name: format!("dc{i}"),
+            endpoint: format!("{}:{WG_PORT}", Topology::dc_underlay_ip(i)),
+            public: public.to_owned(),
+            probe: "gateway",
+            probe_address: "100.96.0.1".into(),
+        }
+    }
 }
 
 /// Starts the `failoverd` client in `ns` and waits until every tunnel is established.
 pub fn start_client(lab: &Lab, ns: &Ns, key: &KeyPair, dcs: &[DcEntry]) -> Result<Running> {
+    start_client_with(lab, ns, key, dcs, "")
+}
+
+/// [`start_client`] with extra lines for the `[client]` section (e.g. `failback = false`).
+pub fn start_client_with(
+    lab: &Lab,
+    ns: &Ns,
+    key: &KeyPair,
+    dcs: &[DcEntry],
+    extra_client_config: &str,
+) -> Result<Running> {
     let control = lab.dir().join("client.sock");
     let config = lab.dir().join("client.toml");
     let mut text = format!(
@@ -181,10 +255,11 @@ control_socket = "{control}"
         key = key.private_file.display(),
         control = control.display(),
     );
+    text.push_str(extra_client_config);
     for dc in dcs {
         text.push_str(&format!(
-            "\n[[datacenter]]\nname = \"{}\"\nendpoint = \"{}\"\npublic_key = \"{}\"\nmtu = 1420\n",
-            dc.name, dc.endpoint, dc.public
+            "\n[[datacenter]]\nname = \"{}\"\nendpoint = \"{}\"\npublic_key = \"{}\"\nmtu = 1420\nprobe = \"{}\"\nprobe_address = \"{}\"\n",
+            dc.name, dc.endpoint, dc.public, dc.probe, dc.probe_address
         ));
     }
     std::fs::write(&config, text)?;
@@ -232,9 +307,16 @@ fn wait_for_socket(daemon: &Daemon, control: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Routes the VPN ranges from the server to datacenter `i`'s inside address (the return path;
-/// the gateway's own claim replaces this in the failover work).
-pub fn server_return_route(lab: &Lab, topo: &Topology, i: usize) -> Result<()> {
+/// Makes the VPN ranges on-link for the server: it resolves a client's stable address on the
+/// shared inside segment, where the gateway that client made active claims it.
+pub fn server_onlink_routes(lab: &Lab, topo: &Topology) -> Result<()> {
+    lab.route_replace(&topo.server, "100.96.0.0/16 dev eth0")?;
+    lab.route_replace(&topo.server, "fd00:96::/64 dev eth0")
+}
+
+/// Routes the VPN ranges from the server through datacenter `i` (for a plain WireGuard
+/// server, whose return path is the datacenter's own business).
+pub fn server_route_via(lab: &Lab, topo: &Topology, i: usize) -> Result<()> {
     lab.route_replace(
         &topo.server,
         &format!("100.96.0.0/16 via {}", Topology::dc_inside_ip4(i)),
@@ -242,6 +324,21 @@ pub fn server_return_route(lab: &Lab, topo: &Topology, i: usize) -> Result<()> {
     lab.route_replace(
         &topo.server,
         &format!("fd00:96::/64 via {}", Topology::dc_inside_ip6(i)),
+    )
+}
+
+/// Waits until gateway `running` claims the client (its status says so).
+pub fn wait_claimed(running: &Running) -> Result<()> {
+    wait_until(
+        Duration::from_secs(10),
+        "the gateway to claim the client",
+        || {
+            running
+                .status()
+                .ok()
+                .and_then(|s| s.get("clients")?.get(0)?.get("claimed")?.as_bool())
+                == Some(true)
+        },
     )
 }
 
@@ -377,4 +474,223 @@ pub fn describe(report: &SendReport) -> String {
         report.elapsed_ms,
         report.error.as_ref().map(|e| format!(", error: {e}")).unwrap_or_default(),
     )
+}
+
+/// A verified stream running in the background.
+#[derive(Debug)]
+pub struct BackgroundStream {
+    /// the `fo-lab stream-send` process
+    pub daemon: Daemon,
+    /// bytes per direction
+    pub bytes: u64,
+}
+
+/// Starts `fo-lab stream-send` from `ns` to the server's IPv4 address, `bytes` each way.
+pub fn spawn_stream(
+    lab: &Lab,
+    ns: &Ns,
+    name: &str,
+    bytes: u64,
+    seed: u64,
+) -> Result<BackgroundStream> {
+    let daemon = lab.spawn(
+        ns,
+        name,
+        &[
+            bin_path("fo-lab").display().to_string(),
+            "stream-send".into(),
+            "--connect".into(),
+            format!("{}:{STREAM_PORT}", Topology::SERVER_IP4),
+            "--up".into(),
+            bytes.to_string(),
+            "--down".into(),
+            bytes.to_string(),
+            "--seed".into(),
+            seed.to_string(),
+            "--timeout-secs".into(),
+            "240".into(),
+        ],
+    )?;
+    Ok(BackgroundStream { daemon, bytes })
+}
+
+impl BackgroundStream {
+    /// Waits for the stream to end and parses its report.
+    pub fn finish(&self) -> Result<SendReport> {
+        self.daemon
+            .wait_exit(Duration::from_secs(300))
+            .ok_or_else(|| other("the stream did not finish in 300 s"))?;
+        SendReport::parse(&self.daemon.read_stdout()).map_err(|e| {
+            other(format!(
+                "stream report: {e}; stderr: {}",
+                self.daemon.read_stderr()
+            ))
+        })
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (to compare with the daemon's switch log).
+pub fn unix_millis() -> u64 {
+    #[allow(clippy::disallowed_methods)] // wall time, compared with the daemon's event log
+    let now = std::time::SystemTime::now();
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Which way a fault drops WireGuard traffic at a gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// client → datacenter and back
+    Both,
+    /// only what the client sends reaches nobody
+    ToDatacenter,
+    /// only what the datacenter sends back is lost
+    ToClient,
+}
+
+/// Drops the gateway's WireGuard traffic inside datacenter namespace `ns` with nftables
+/// (table `inet fo_fault`). Returns once the rules are in.
+pub fn blackhole(lab: &Lab, ns: &Ns, direction: Direction) -> Result<()> {
+    let input =
+        format!("chain in {{ type filter hook input priority 0; udp dport {WG_PORT} drop; }}");
+    let output =
+        format!("chain out {{ type filter hook output priority 0; udp sport {WG_PORT} drop; }}");
+    let body = match direction {
+        Direction::Both => format!("{input}\n{output}"),
+        Direction::ToDatacenter => input,
+        Direction::ToClient => output,
+    };
+    lab.nft(ns, &format!("table inet fo_fault {{\n{body}\n}}\n"))
+}
+
+/// Removes [`blackhole`]'s rules.
+pub fn heal(lab: &Lab, ns: &Ns) -> Result<()> {
+    lab.exec(ns, &["nft", "delete", "table", "inet", "fo_fault"])
+        .map(|_| ())
+}
+
+/// One switch from the client's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwitchRecord {
+    /// wall clock, ms since the Unix epoch
+    pub unix_ms: u64,
+    /// from this datacenter
+    pub from: String,
+    /// to this one
+    pub to: String,
+    /// why
+    pub reason: String,
+    /// how long the old tunnel had been silent when declared down
+    pub detection_ms: Option<f64>,
+}
+
+/// A client, N failoverd gateways on a shared inside segment, and a stream server.
+#[derive(Debug)]
+pub struct FailoverLab {
+    /// the namespaces
+    pub lab: Lab,
+    /// the topology
+    pub topo: Topology,
+    /// the client daemon
+    pub client: Running,
+    /// the gateway daemons, dc1 first
+    pub gateways: Vec<Running>,
+    /// the stream server
+    pub server: Daemon,
+}
+
+impl FailoverLab {
+    /// Builds it and waits until dc1 claims the client.
+    pub fn new(test: &str, n: usize, extra_client_config: &str) -> Result<Self> {
+        let mut lab = Lab::new(test)?;
+        let topo = Topology::build(&mut lab, n)?;
+        let client_key = keypair(&lab, "client")?;
+        let (keys, gateways) = start_gateways(&lab, &topo, &client_key.public)?;
+        server_onlink_routes(&lab, &topo)?;
+        let dcs: Vec<DcEntry> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| DcEntry::failoverd(i + 1, &k.public))
+            .collect();
+        let client = start_client_with(&lab, &topo.client, &client_key, &dcs, extra_client_config)?;
+        if let Some(first) = gateways.first() {
+            wait_claimed(first)?;
+        }
+        let server = start_stream_server(&lab, &topo)?;
+        Ok(Self {
+            lab,
+            topo,
+            client,
+            gateways,
+            server,
+        })
+    }
+
+    /// The datacenter namespace of dc `i` (1-based).
+    pub fn dc(&self, i: usize) -> Result<&Ns> {
+        self.topo.dc(i).ok_or_else(|| other(format!("no dc{i}")))
+    }
+
+    /// The client's switch log.
+    pub fn switches(&self) -> Result<Vec<SwitchRecord>> {
+        let s = self.client.status()?;
+        let text = |e: &serde_json::Value, k: &str| {
+            e.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned()
+        };
+        Ok(s.get("switches")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .map(|e| SwitchRecord {
+                        unix_ms: e.get("unix_ms").and_then(|v| v.as_u64()).unwrap_or(0),
+                        from: text(e, "from"),
+                        to: text(e, "to"),
+                        reason: text(e, "reason"),
+                        detection_ms: e.get("detection_ms").and_then(|v| v.as_f64()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The client's active datacenter.
+    pub fn active(&self) -> Result<String> {
+        Ok(self
+            .client
+            .status()?
+            .get("active")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned())
+    }
+
+    /// Bytes the client has received through all its tunnels.
+    pub fn client_rx_bytes(&self) -> Result<u64> {
+        let s = self.client.status()?;
+        Ok(s.get("datacenters")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.get("rx_bytes").and_then(|v| v.as_u64()))
+                    .sum()
+            })
+            .unwrap_or(0))
+    }
+
+    /// Waits until `bytes` more have arrived through the client's tunnels (a stream is flowing).
+    pub fn wait_flowing(&self, bytes: u64) -> Result<()> {
+        let start = self.client_rx_bytes()?;
+        wait_until(
+            Duration::from_secs(30),
+            "traffic to flow through the client",
+            || self.client_rx_bytes().is_ok_and(|n| n >= start + bytes),
+        )
+    }
+
+    /// Waits until the client's active datacenter is `name`.
+    pub fn wait_active(&self, name: &str, timeout: Duration) -> Result<()> {
+        wait_until(timeout, &format!("{name} to become active"), || {
+            self.active().ok().as_deref() == Some(name)
+        })
+    }
 }

@@ -30,20 +30,18 @@ fn client_gateway_server_verified_stream_v4_and_v6() {
         &client_key.public,
         "100.96.0.1",
         "fd00:96::1",
+        ReturnPath::Claim,
     )
     .unwrap();
-    server_return_route(&lab, &topo, 1).unwrap();
+    server_onlink_routes(&lab, &topo).unwrap();
     let client = start_client(
         &lab,
         &topo.client,
         &client_key,
-        &[DcEntry {
-            name: "dc1".into(),
-            endpoint: format!("198.18.0.11:{WG_PORT}"),
-            public: gw_key.public.clone(),
-        }],
+        &[DcEntry::failoverd(1, &gw_key.public)],
     )
     .unwrap();
+    wait_claimed(&gw).unwrap();
     let _server = start_stream_server(&lab, &topo).unwrap();
     let bytes = stream_bytes();
     for (i, server) in [Topology::SERVER_IP4.into(), Topology::SERVER_IP6.into()]

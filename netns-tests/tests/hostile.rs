@@ -36,20 +36,18 @@ fn garbage_at_the_port_while_a_stream_runs() {
         &client_key.public,
         "100.96.0.1",
         "fd00:96::1",
+        ReturnPath::Claim,
     )
     .unwrap();
-    server_return_route(&lab, &topo, 1).unwrap();
+    server_onlink_routes(&lab, &topo).unwrap();
     let client = start_client(
         &lab,
         &topo.client,
         &client_key,
-        &[DcEntry {
-            name: "dc1".into(),
-            endpoint: format!("198.18.0.11:{WG_PORT}"),
-            public: gw_key.public.clone(),
-        }],
+        &[DcEntry::failoverd(1, &gw_key.public)],
     )
     .unwrap();
+    wait_claimed(&gw).unwrap();
     let _server = start_stream_server(&lab, &topo).unwrap();
     let bytes = stream_bytes().min(100_000_000);
     let stream = lab
@@ -141,18 +139,15 @@ fn handshake_flood_from_many_sources_while_a_stream_runs() {
         &client_key.public,
         "100.96.0.1",
         "fd00:96::1",
+        ReturnPath::Claim,
     )
     .unwrap();
-    server_return_route(&lab, &topo, 1).unwrap();
+    server_onlink_routes(&lab, &topo).unwrap();
     let client = start_client(
         &lab,
         &topo.client,
         &client_key,
-        &[DcEntry {
-            name: "dc1".into(),
-            endpoint: format!("198.18.0.11:{WG_PORT}"),
-            public: gw_key.public.clone(),
-        }],
+        &[DcEntry::failoverd(1, &gw_key.public)],
     )
     .unwrap();
     let mut sources = Vec::new();

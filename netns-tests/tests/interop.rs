@@ -50,18 +50,14 @@ fn our_client_against_a_wireguard_go_gateway() {
         &[],
     )
     .unwrap();
-    server_return_route(&lab, &topo, 1).unwrap();
-    let client = start_client(
-        &lab,
-        &topo.client,
-        &client_key,
-        &[DcEntry {
-            name: "dc1".into(),
-            endpoint: format!("198.18.0.11:{WG_PORT}"),
-            public: gw_key.public.clone(),
-        }],
-    )
-    .unwrap();
+    server_route_via(&lab, &topo, 1).unwrap();
+    // a plain WireGuard server: probed with ICMP echo to a host behind it
+    let dc = DcEntry {
+        probe: "icmp",
+        probe_address: "198.19.0.100".into(),
+        ..DcEntry::failoverd(1, &gw_key.public)
+    };
+    let client = start_client(&lab, &topo.client, &client_key, &[dc]).unwrap();
     assert!(
         ping(&lab, &topo.client, &["198.19.0.100"]),
         "ping over IPv4 through wireguard-go"
@@ -95,13 +91,15 @@ fn wireguard_go_client_setup(
         &client_key.public,
         "100.96.0.1",
         "fd00:96::1",
+        ReturnPath::Static,
     )
     .unwrap();
-    server_return_route(lab, &topo, 1).unwrap();
+    server_onlink_routes(lab, &topo).unwrap();
     let ifname = wg_ifname(lab, "c");
     let endpoint = format!("198.18.0.11:{WG_PORT}");
     let mut addresses = vec!["100.96.0.2/32", "fd00:96::2/128"];
     addresses.extend(extra_address);
+    wait_claimed(&gw).unwrap();
     let wg = start_wireguard_go(
         lab,
         &topo.client,
