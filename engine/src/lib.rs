@@ -227,7 +227,12 @@ impl Engine {
         Ok(Self {
             stable: config.stable,
             dcs,
-            selector: Selector::new(config.policy),
+            // all tunnels start together: give the first one a detection time to answer
+            selector: Selector::new(
+                config.policy,
+                now,
+                config.probe.detect_time(config.probe.interval),
+            ),
             probe_buf: Vec::with_capacity(128),
             probe_malformed: 0,
             flushing: None,
@@ -401,12 +406,10 @@ impl Engine {
         }
     }
 
-    /// Records health changes as events and lets the selector act on them.
+    /// Records health changes as events and lets the selector act.
     fn after_health_changes(&mut self, now: Instant) {
-        let mut changed = false;
         for (i, dc) in self.dcs.iter_mut().enumerate() {
             while let Some(HealthChange { from, to, down }) = dc.monitor.poll_change() {
-                changed = true;
                 if down.is_some() {
                     dc.last_down = down;
                 }
@@ -420,9 +423,8 @@ impl Engine {
                 );
             }
         }
-        if !changed {
-            return;
-        }
+        // Selection is re-evaluated every time, not only on a change: it is cheap, and some of
+        // its rules are timers (the startup grace, the RTT policy's dwell).
         let views: Vec<PathView> = self
             .dcs
             .iter()

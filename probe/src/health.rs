@@ -81,9 +81,12 @@ impl Default for ProbeConfig {
 }
 
 impl ProbeConfig {
-    /// Silence after which a tunnel is down: `detect_mult` intervals plus one RTO.
+    /// Silence after which a tunnel is down: `detect_mult` intervals plus one RTO, the RTO
+    /// capped at one interval. Under load probes queue behind bulk data and the RTO swells; a
+    /// busy tunnel is kept alive by its inbound data anyway, so the cap keeps detection within
+    /// `(detect_mult + 1) × interval` without false alarms.
     pub fn detect_time(&self, rto: Duration) -> Duration {
-        self.interval * self.detect_mult + rto
+        self.interval * self.detect_mult + rto.min(self.interval)
     }
 }
 

@@ -108,15 +108,20 @@ pub struct Selector {
     policy: Policy,
     active: usize,
     last_rtt_switch: Option<Instant>,
+    grace_until: Instant,
 }
 
 impl Selector {
-    /// Starts with tunnel 0 active.
-    pub fn new(policy: Policy) -> Self {
+    /// Starts with tunnel 0 active. Until `now + startup_grace`, a first tunnel that has not
+    /// answered yet is not abandoned for one that answered a few milliseconds sooner (all
+    /// tunnels start at once; that race is no failure). After it, a first tunnel that never
+    /// came up is left like any failed one.
+    pub fn new(policy: Policy, now: Instant, startup_grace: Duration) -> Self {
         Self {
             policy,
             active: 0,
             last_rtt_switch: None,
+            grace_until: now + startup_grace,
         }
     }
 
@@ -167,6 +172,10 @@ impl Selector {
     /// Re-evaluates after any health change; returns the switch to make, if any.
     pub fn evaluate(&mut self, now: Instant, paths: &[PathView]) -> Option<SwitchEvent> {
         let current = *paths.get(self.active)?;
+        let never_up = current.health == PathHealth::Down && current.down.is_none();
+        if never_up && now < self.grace_until {
+            return None;
+        }
         if current.health == PathHealth::Down {
             let (reason, detection) = match current.down {
                 Some((DownReason::Loss, d)) => (SwitchReason::Loss, Some(d)),
@@ -221,6 +230,32 @@ impl Selector {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_slow_first_answer_at_startup_is_no_failure() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let grace = Duration::from_millis(100);
+        let mut s = Selector::new(Policy::Priority { failback: true }, t0, grace);
+        let never = PathView {
+            health: PathHealth::Down,
+            suppressed: false,
+            srtt: None,
+            down: None,
+        };
+        let mut paths = vec![never, view(PathHealth::Up, 3)];
+        assert_eq!(
+            s.evaluate(t0 + Duration::from_millis(5), &paths),
+            None,
+            "dc2 answered first"
+        );
+        paths[0] = view(PathHealth::Up, 4);
+        assert_eq!(s.evaluate(t0 + Duration::from_millis(6), &paths), None);
+        // a first tunnel that never answers is left once the grace is over
+        let mut s = Selector::new(Policy::Priority { failback: true }, t0, grace);
+        paths[0] = never;
+        assert_eq!(s.evaluate(t0 + grace, &paths).unwrap().to, 1);
+    }
+
     fn view(health: PathHealth, srtt_ms: u64) -> PathView {
         PathView {
             health,
@@ -234,7 +269,7 @@ mod tests {
     fn priority_moves_off_a_down_tunnel_and_fails_back() {
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        let mut s = Selector::new(Policy::Priority { failback: true });
+        let mut s = Selector::new(Policy::Priority { failback: true }, now, Duration::ZERO);
         let mut paths = vec![
             view(PathHealth::Up, 10),
             view(PathHealth::Up, 10),
@@ -270,7 +305,7 @@ mod tests {
             min_gain: Duration::from_millis(5),
             min_dwell: Duration::from_secs(10),
         };
-        let mut s = Selector::new(policy);
+        let mut s = Selector::new(policy, now, Duration::ZERO);
         let mut paths = vec![view(PathHealth::Up, 50), view(PathHealth::Up, 45)];
         assert_eq!(s.evaluate(now, &paths), None, "10 % faster is not enough");
         paths[1].srtt = Some(Duration::from_millis(20));
@@ -286,7 +321,7 @@ mod tests {
     fn all_down_then_anything_alive() {
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        let mut s = Selector::new(Policy::Priority { failback: true });
+        let mut s = Selector::new(Policy::Priority { failback: true }, now, Duration::ZERO);
         let mut paths = vec![view(PathHealth::Down, 10), view(PathHealth::Down, 10)];
         assert_eq!(s.evaluate(now, &paths), None);
         paths[1].health = PathHealth::Recovering;
