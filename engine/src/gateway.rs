@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use probe::echo::{ClaimChange, EchoError, EchoResponder};
+use probe::echo::{ClaimChange, EchoResponder};
 use tunnel::{
     DropCounters, DropReason, Outcome, PeerConfig, PeerId, PrivateKey, Responder, Transmit,
 };
@@ -59,13 +59,13 @@ pub enum GatewayEvent {
     Release(PeerId),
 }
 
-/// Counters of refused probe requests.
+/// Counters of probe requests not acted on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProbeRefusals {
     /// did not parse
     pub malformed: u64,
-    /// a sequence number seen before
-    pub replayed: u64,
+    /// reordered or stale: echoed, but their intent was not acted on
+    pub stale: u64,
     /// a reply, or otherwise not a request
     pub not_request: u64,
 }
@@ -137,6 +137,13 @@ impl Gateway {
         self.refusals
     }
 
+    /// A claim could not be carried out: forget it so the client's next Active probe retries.
+    pub fn claim_failed(&mut self, peer: PeerId) {
+        if self.return_paths.get(peer.0) == Some(&ReturnPath::Claim) {
+            self.echo.claim_failed(peer.0);
+        }
+    }
+
     /// Probe requests answered.
     pub fn probes_answered(&self) -> u64 {
         self.probes_answered
@@ -181,19 +188,19 @@ impl Gateway {
             self.refusals.malformed += 1;
             return Outcome::Done;
         };
-        let (reply, change) = match self.echo.handle_request(now, peer.0, &msg) {
-            Ok(r) => r,
-            Err(EchoError::Replayed) => {
-                self.refusals.replayed += 1;
-                return Outcome::Done;
-            }
+        let answer = match self.echo.handle_request(now, peer.0, &msg) {
+            Ok(a) => a,
             Err(_) => {
                 self.refusals.not_request += 1;
                 return Outcome::Done;
             }
         };
+        if answer.stale {
+            self.refusals.stale += 1;
+        }
+        let reply = answer.reply;
         if self.return_paths.get(peer.0) == Some(&ReturnPath::Claim) {
-            match change {
+            match answer.change {
                 Some(ClaimChange::Claim) => self.events.push_back(GatewayEvent::Claim(peer)),
                 Some(ClaimChange::Release) => self.events.push_back(GatewayEvent::Release(peer)),
                 None => {}

@@ -32,6 +32,9 @@ use probe::{Intent, PathHealth, PathMonitor, Policy, ProbeConfig, Selector, Swit
 use sessionkeeper::StableAddresses;
 use tunnel::{DropCounters, DropReason, Outcome, Transmit, Tunnel, TunnelConfig, TunnelStats};
 
+/// Least time a first datacenter that has not answered yet is waited for at start.
+const STARTUP_GRACE: Duration = Duration::from_secs(1);
+
 /// Bound on undelivered events; the oldest are dropped beyond it (events are informational).
 const MAX_EVENTS: usize = 256;
 
@@ -227,11 +230,15 @@ impl Engine {
         Ok(Self {
             stable: config.stable,
             dcs,
-            // all tunnels start together: give the first one a detection time to answer
+            // All tunnels start together: the first one gets a handshake's worth of time to
+            // answer (1 s covers a WAN round trip or two) before it is left like a failed one.
             selector: Selector::new(
                 config.policy,
                 now,
-                config.probe.detect_time(config.probe.interval),
+                config
+                    .probe
+                    .detect_time(config.probe.interval)
+                    .max(STARTUP_GRACE),
             ),
             probe_buf: Vec::with_capacity(128),
             probe_malformed: 0,

@@ -587,3 +587,43 @@ fn foreign_sources_never_enter_a_tunnel() {
         "traffic goes to the active datacenter"
     );
 }
+
+#[test]
+fn a_far_datacenter_stays_up() {
+    // 150 ms round trip: replies arrive after the silence budget's capped RTO, yet no probe may
+    // be judged lost before its reply can arrive
+    let mut sim = Sim::new(2, 43, priority());
+    for l in &mut sim.links {
+        l.delay = Duration::from_millis(75);
+    }
+    sim.run_until(Duration::from_secs(60));
+    assert!(sim.switches.is_empty(), "{:?}", sim.switches);
+    let s = sim.client.status();
+    assert_eq!(s[0].health, probe::PathHealth::Up);
+    assert!(s[0].loss.is_some_and(|l| l < 0.01), "loss {:?}", s[0].loss);
+    assert!(s[0].srtt.is_some_and(|r| r >= Duration::from_millis(140)));
+}
+
+#[test]
+fn five_percent_loss_right_after_failovers_causes_no_switch() {
+    // The lab soak found this: after failovers a tunnel's loss window starts afresh, and a
+    // verdict on few samples is noise. Fail dc1 and fail back, then 10 minutes at 5 % each way.
+    let mut sim = warm(2, 47, priority());
+    sim.links[0].black_up = true;
+    sim.links[0].black_down = true;
+    sim.run_until(Duration::from_secs(3));
+    sim.links[0].black_up = false;
+    sim.links[0].black_down = false;
+    sim.run_until(Duration::from_secs(6));
+    assert_eq!(sim.client.active(), DcId(0), "failed back");
+    let before = sim.switches.len();
+    sim.links[0].loss_up = 0.05;
+    sim.links[0].loss_down = 0.05;
+    sim.run_until(Duration::from_secs(606));
+    assert_eq!(
+        sim.switches.len(),
+        before,
+        "false switches: {:?}",
+        &sim.switches[before..]
+    );
+}

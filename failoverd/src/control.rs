@@ -79,6 +79,8 @@ pub fn serve(path: &Path, to_loop: mpsc::Sender<Request>) -> anyhow::Result<Cont
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // out of file descriptors or similar: back off instead of spinning
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
             let Ok(permit) = limit.clone().try_acquire_owned() else {

@@ -106,7 +106,7 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
             }
         }
         while let Some(event) = gateway.poll_event() {
-            carry_out(
+            let done = carry_out(
                 event,
                 &claimable,
                 &names,
@@ -115,6 +115,10 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
                 &mut counters,
             )
             .await;
+            if let (false, GatewayEvent::Claim(peer)) = (done, event) {
+                // the client's next Active probe tries again
+                gateway.claim_failed(peer);
+            }
         }
         let now = clock::now();
         reannounce.retain(|(at, peer, addr)| {
@@ -217,12 +221,13 @@ async fn carry_out(
     takeover: &mut Takeover,
     reannounce: &mut Vec<(Instant, PeerId, IpAddr)>,
     counters: &mut Counters,
-) {
+) -> bool {
     let (peer, claim) = match event {
         GatewayEvent::Claim(p) => (p, true),
         GatewayEvent::Release(p) => (p, false),
     };
     let name = names.get(peer.0).map_or("?", String::as_str);
+    let mut all_ok = true;
     for addr in claimable.get(peer.0).into_iter().flatten() {
         let result = if claim {
             takeover.claim(*addr).await
@@ -241,11 +246,13 @@ async fn carry_out(
                 tracing::info!(client = name, %addr, "released client address");
             }
             Err(e) => {
+                all_ok = false;
                 counters.claim_errors += 1;
                 tracing::error!(client = name, %addr, claim, error = %format!("{e:#}"), "claim change failed");
             }
         }
     }
+    all_ok
 }
 
 fn status(gateway: &Gateway, names: &[String], counters: &Counters) -> serde_json::Value {
@@ -280,7 +287,8 @@ fn status(gateway: &Gateway, names: &[String], counters: &Counters) -> serde_jso
         "port_drops": drops_json(responder.port_drops()),
         "tun_drops": drops_json(gateway.inside_drops()),
         "probes_answered": gateway.probes_answered(),
-        "probes_refused": {"malformed": refusals.malformed, "replayed": refusals.replayed, "not_request": refusals.not_request},
+        "probes_refused": {"malformed": refusals.malformed, "not_request": refusals.not_request},
+        "probes_stale": refusals.stale,
         "claims": counters.claims,
         "releases": counters.releases,
         "claim_errors": counters.claim_errors,

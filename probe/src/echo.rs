@@ -2,14 +2,29 @@
 //! and release each client's stable address.
 //!
 //! A client claims by probing with intent Active, and releases by probing with intent Standby
-//! or by falling silent for `claim_timeout`. Requests are refused (counted, never echoed, never
-//! acted on) when they are malformed, replayed (a sequence number not above the last one seen
-//! for the same nonce), or not requests. A new nonce means the client restarted: its sequence
-//! starts over.
+//! or by falling silent for `claim_timeout`. Every request from a client is echoed, but only a
+//! *fresh* one may move its claim. A request is stale when
+//! - its sequence number is not above the last fresh one for the same nonce (reordered, or
+//!   replayed: WireGuard already refuses replayed datagrams, so this is reordering), or
+//! - it is older than the client's freshest requests by more than [`STALE_AFTER`]: the gateway
+//!   tracks the smallest (local clock − client send time) seen, and a backlog read after the
+//!   gateway was frozen (SIGSTOP, a stall) lags it by the length of the freeze. Acting on such a
+//!   backlog would claim for a client that has long moved to another gateway.
+//!
+//! Claim changes are debounced per client ([`MIN_CHANGE_INTERVAL`]): a client toggling its
+//! intent on every probe cannot make the gateway churn routes and announcements. A new nonce
+//! means the client restarted: its sequence and clock start over.
 
 use std::time::{Duration, Instant};
 
 use crate::wire::{Intent, ProbeKind, ProbeMessage};
+
+/// A request lagging the client's freshest by more than this is stale.
+pub const STALE_AFTER: Duration = Duration::from_millis(500);
+/// Least time between two claim changes of one client.
+pub const MIN_CHANGE_INTERVAL: Duration = Duration::from_millis(100);
+/// How fast the freshest-offset reference may creep up (clock drift), per unit of time.
+const DRIFT_ALLOWANCE: f64 = 1e-3;
 
 /// What to do with a client's stable address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,15 +35,24 @@ pub enum ClaimChange {
     Release,
 }
 
-/// Why a request was refused.
+/// Why a request was refused (not echoed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EchoError {
     /// a reply, not a request
     NotRequest,
-    /// a sequence number not above the last one for this nonce
-    Replayed,
     /// no such client
     UnknownClient,
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// the reply to send back
+    pub reply: ProbeMessage,
+    /// the claim change to make, if any
+    pub change: Option<ClaimChange>,
+    /// whether the request was stale (echoed, intent ignored)
+    pub stale: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -37,6 +61,9 @@ struct ClientState {
     last_seq: u64,
     last_heard: Option<Instant>,
     claimed: bool,
+    /// smallest (local µs − sent µs) seen for this nonce
+    min_offset_us: Option<i128>,
+    last_change: Option<Instant>,
 }
 
 /// Per-client claim state for one gateway.
@@ -44,6 +71,7 @@ struct ClientState {
 pub struct EchoResponder {
     clients: Vec<ClientState>,
     claim_timeout: Duration,
+    epoch: Option<Instant>,
 }
 
 impl EchoResponder {
@@ -52,6 +80,7 @@ impl EchoResponder {
         Self {
             clients: vec![ClientState::default(); clients],
             claim_timeout,
+            epoch: None,
         }
     }
 
@@ -60,44 +89,78 @@ impl EchoResponder {
         self.clients.get(client).is_some_and(|c| c.claimed)
     }
 
-    /// When client `i` was last heard from.
+    /// When client `i` last sent a fresh request.
     pub fn last_heard(&self, client: usize) -> Option<Instant> {
         self.clients.get(client).and_then(|c| c.last_heard)
     }
 
+    /// Forgets a claim that could not be carried out, so the client's next Active request
+    /// tries again.
+    pub fn claim_failed(&mut self, client: usize) {
+        if let Some(c) = self.clients.get_mut(client) {
+            c.claimed = false;
+        }
+    }
+
     /// Handles a request from client `client` (identified by the tunnel it came through).
-    /// Returns the reply to send and the claim change to make, if any.
     pub fn handle_request(
         &mut self,
         now: Instant,
         client: usize,
         msg: &ProbeMessage,
-    ) -> Result<(ProbeMessage, Option<ClaimChange>), EchoError> {
+    ) -> Result<Answer, EchoError> {
         if msg.kind != ProbeKind::Request {
             return Err(EchoError::NotRequest);
         }
+        let epoch = *self.epoch.get_or_insert(now);
         let c = self
             .clients
             .get_mut(client)
             .ok_or(EchoError::UnknownClient)?;
-        if c.nonce == Some(msg.nonce) && msg.seq <= c.last_seq {
-            return Err(EchoError::Replayed);
+        if c.nonce != Some(msg.nonce) {
+            c.nonce = Some(msg.nonce);
+            c.last_seq = 0;
+            c.min_offset_us = None;
         }
-        c.nonce = Some(msg.nonce);
+        let local_us = now.saturating_duration_since(epoch).as_micros() as i128;
+        let offset = local_us - i128::from(msg.sent_us);
+        let reference = c.min_offset_us.map_or(offset, |m| {
+            let since = c
+                .last_heard
+                .map_or(Duration::ZERO, |h| now.saturating_duration_since(h));
+            let creep = (since.as_secs_f64() * DRIFT_ALLOWANCE * 1e6) as i128;
+            (m + creep).min(offset)
+        });
+        let stale = msg.seq <= c.last_seq || offset - reference > STALE_AFTER.as_micros() as i128;
+        let reply = msg.reply();
+        if stale {
+            return Ok(Answer {
+                reply,
+                change: None,
+                stale: true,
+            });
+        }
+        c.min_offset_us = Some(reference);
         c.last_seq = msg.seq;
         c.last_heard = Some(now);
-        let change = match (msg.intent, c.claimed) {
-            (Intent::Active, false) => {
-                c.claimed = true;
-                Some(ClaimChange::Claim)
-            }
-            (Intent::Standby, true) => {
-                c.claimed = false;
-                Some(ClaimChange::Release)
-            }
+        let wanted = match (msg.intent, c.claimed) {
+            (Intent::Active, false) => Some(ClaimChange::Claim),
+            (Intent::Standby, true) => Some(ClaimChange::Release),
             _ => None,
         };
-        Ok((msg.reply(), change))
+        let debounced = c
+            .last_change
+            .is_some_and(|t| now.saturating_duration_since(t) < MIN_CHANGE_INTERVAL);
+        let change = if debounced { None } else { wanted };
+        if let Some(ch) = change {
+            c.claimed = ch == ClaimChange::Claim;
+            c.last_change = Some(now);
+        }
+        Ok(Answer {
+            reply,
+            change,
+            stale: false,
+        })
     }
 
     /// When [`EchoResponder::handle_timeout`] must run next.
@@ -118,6 +181,7 @@ impl EchoResponder {
                     .is_none_or(|t| now.saturating_duration_since(t) >= self.claim_timeout)
             {
                 c.claimed = false;
+                c.last_change = Some(now);
                 release(i);
             }
         }
@@ -128,61 +192,123 @@ impl EchoResponder {
 mod tests {
     use super::*;
 
-    fn req(intent: Intent, nonce: u64, seq: u64) -> ProbeMessage {
+    fn req(intent: Intent, nonce: u64, seq: u64, sent_us: u64) -> ProbeMessage {
         ProbeMessage {
             kind: ProbeKind::Request,
             intent,
             nonce,
             seq,
-            sent_us: 5,
+            sent_us,
         }
     }
 
     #[test]
-    fn claims_releases_and_refuses_replays() {
-        #[allow(clippy::disallowed_methods)]
+    fn claims_releases_and_ignores_reordered_requests() {
+        #[allow(clippy::disallowed_methods)] // base of a virtual clock
         let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut e = EchoResponder::new(2, Duration::from_secs(2));
-        let (reply, change) = e.handle_request(t0, 0, &req(Intent::Active, 1, 1)).unwrap();
-        assert_eq!(reply.kind, ProbeKind::Reply);
-        assert_eq!(change, Some(ClaimChange::Claim));
+        let a = e
+            .handle_request(ms(0), 0, &req(Intent::Active, 1, 1, 0))
+            .unwrap();
+        assert_eq!(a.reply.kind, ProbeKind::Reply);
+        assert_eq!(a.change, Some(ClaimChange::Claim));
         assert_eq!(
-            e.handle_request(t0, 0, &req(Intent::Active, 1, 2))
+            e.handle_request(ms(20), 0, &req(Intent::Active, 1, 3, 20_000))
                 .unwrap()
-                .1,
+                .change,
             None
         );
+        // seq 2 arrives after 3: echoed (so it is not counted lost), intent ignored
+        let late = e
+            .handle_request(ms(21), 0, &req(Intent::Standby, 1, 2, 10_000))
+            .unwrap();
+        assert!(late.stale && late.change.is_none());
+        assert!(e.claimed(0), "a reordered request moves nothing");
+        let r = e
+            .handle_request(ms(200), 0, &req(Intent::Standby, 1, 4, 200_000))
+            .unwrap();
+        assert_eq!(r.change, Some(ClaimChange::Release));
+        let r = e
+            .handle_request(ms(400), 0, &req(Intent::Active, 9, 1, 7))
+            .unwrap();
         assert_eq!(
-            e.handle_request(t0, 0, &req(Intent::Standby, 1, 2)),
-            Err(EchoError::Replayed)
-        );
-        assert!(e.claimed(0), "a replay moves nothing");
-        assert_eq!(
-            e.handle_request(t0, 0, &req(Intent::Standby, 1, 3))
-                .unwrap()
-                .1,
-            Some(ClaimChange::Release)
-        );
-        assert_eq!(
-            e.handle_request(t0, 0, &req(Intent::Active, 9, 1))
-                .unwrap()
-                .1,
+            r.change,
             Some(ClaimChange::Claim),
-            "restart: new nonce"
+            "restart: a new nonce starts over"
         );
         assert_eq!(
-            e.handle_request(t0, 5, &req(Intent::Active, 9, 1)),
+            e.handle_request(ms(400), 5, &req(Intent::Active, 9, 2, 8)),
             Err(EchoError::UnknownClient)
         );
         assert_eq!(
-            e.handle_request(t0, 1, &req(Intent::Active, 3, 1).reply()),
+            e.handle_request(ms(400), 1, &req(Intent::Active, 3, 1, 0).reply()),
             Err(EchoError::NotRequest)
         );
         let mut released = Vec::new();
-        e.handle_timeout(t0 + Duration::from_secs(1), |i| released.push(i));
+        e.handle_timeout(ms(1400), |i| released.push(i));
         assert!(released.is_empty());
-        e.handle_timeout(t0 + Duration::from_secs(2), |i| released.push(i));
+        e.handle_timeout(ms(2400), |i| released.push(i));
         assert_eq!(released, vec![0]);
         assert!(!e.claimed(0));
+    }
+
+    #[test]
+    fn a_backlog_read_after_a_freeze_is_stale() {
+        #[allow(clippy::disallowed_methods)] // base of a virtual clock
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut e = EchoResponder::new(1, Duration::from_secs(2));
+        // in-sync probes every 20 ms, 1 ms one-way delay
+        for k in 0..10u64 {
+            e.handle_request(
+                ms(k * 20 + 1),
+                0,
+                &req(Intent::Active, 1, k + 1, k * 20_000),
+            )
+            .unwrap();
+        }
+        assert!(e.claimed(0));
+        // frozen from 200 ms to 3200 ms; meanwhile the claim times out on waking
+        e.handle_timeout(ms(3200), |_| {});
+        assert!(!e.claimed(0));
+        // the backlog: Active probes sent at 200..300 ms, read at 3200 ms
+        for k in 10..15u64 {
+            let a = e
+                .handle_request(ms(3200), 0, &req(Intent::Active, 1, k + 1, k * 20_000))
+                .unwrap();
+            assert!(
+                a.stale && a.change.is_none(),
+                "probe {k} from the backlog must not claim"
+            );
+        }
+        assert!(!e.claimed(0));
+        // a fresh probe (the client now says Standby for this gateway) is acted on normally
+        let a = e
+            .handle_request(ms(3201), 0, &req(Intent::Standby, 1, 200, 3_200_000))
+            .unwrap();
+        assert!(!a.stale);
+    }
+
+    #[test]
+    fn claim_changes_are_debounced() {
+        #[allow(clippy::disallowed_methods)] // base of a virtual clock
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut e = EchoResponder::new(1, Duration::from_secs(2));
+        let mut changes = 0;
+        for k in 0..50u64 {
+            let intent = if k % 2 == 0 {
+                Intent::Active
+            } else {
+                Intent::Standby
+            };
+            let a = e
+                .handle_request(ms(k * 5), 0, &req(intent, 1, k + 1, k * 5_000))
+                .unwrap();
+            changes += usize::from(a.change.is_some());
+        }
+        // 250 ms of toggling every 5 ms: at most one change per 100 ms
+        assert!(changes <= 3, "{changes} changes");
     }
 }

@@ -12,8 +12,9 @@
 //! ```
 //!
 //! *Evidence* is a valid probe reply or any authenticated inbound datagram on the tunnel (data
-//! counts: under load probes may be lost while data flows). A round trip is needed for a probe
-//! reply, so a one-way failure in either direction silences the tunnel. While Suspect, probes
+//! counts: under load probes may be lost while data flows). A probe reply needs a round trip, so
+//! a one-way failure stops replies in either direction; inbound data may delay the verdict on a
+//! client→datacenter failure by about one RTT, while it drains. While Suspect, probes
 //! go out four times as often, so a few random losses cannot add up to the detection budget.
 //!
 //! Damping (as BGP route-flap damping): each flap adds a penalty that halves every
@@ -48,7 +49,7 @@ pub struct ProbeConfig {
     pub loss_window: usize,
     /// loss share (0..1) in the window at which a tunnel is declared down
     pub loss_threshold: f64,
-    /// samples needed before loss is judged
+    /// samples needed before loss can make a tunnel down (half as many judge a recovery)
     pub loss_min_samples: usize,
     /// damping: penalty half-life
     pub half_life: Duration,
@@ -70,7 +71,7 @@ impl Default for ProbeConfig {
             hold_down: Duration::from_secs(1),
             loss_window: 200,
             loss_threshold: 0.2,
-            loss_min_samples: 50,
+            loss_min_samples: 200,
             half_life: Duration::from_secs(30),
             flap_penalty: 1000.0,
             suppress: 3000.0,
@@ -257,9 +258,21 @@ impl PathMonitor {
             .max(Duration::from_millis(1))
     }
 
-    /// Loss share over the window, once there are enough samples.
+    /// How long a probe may go unanswered before it counts as lost: the detection intervals
+    /// plus the full RTO.
+    pub fn loss_timeout(&self) -> Duration {
+        self.cfg.interval * self.cfg.detect_mult + self.rto()
+    }
+
+    /// Loss share over the window, once there are enough samples to make a tunnel down.
     pub fn loss(&self) -> Option<f64> {
-        (self.losses.len() >= self.cfg.loss_min_samples.max(1))
+        self.loss_over(self.cfg.loss_min_samples)
+    }
+
+    /// Loss share over the window, if it holds at least `min_samples`. A verdict on few
+    /// samples is noise: at 10 % loss, 10 of 50 probes lost happens 2 % of the time.
+    pub fn loss_over(&self, min_samples: usize) -> Option<f64> {
+        (self.losses.len() >= min_samples.max(1))
             .then(|| self.losses.iter().filter(|l| **l).count() as f64 / self.losses.len() as f64)
     }
 
@@ -378,8 +391,11 @@ impl PathMonitor {
         if self.suppressed && self.penalty(now) < self.cfg.reuse {
             self.suppressed = false;
         }
-        // probes unanswered past the detection time count as lost; old ones are forgotten
-        let loss_after = self.cfg.detect_time(self.rto());
+        // Probes unanswered past the loss timeout count as lost; old ones are forgotten. The
+        // loss timeout uses the *uncapped* RTO: a far datacenter (150 ms RTT) must not have
+        // every probe judged lost before its reply can arrive.
+        let loss_after = self.loss_timeout();
+        let remember = REMEMBER.max(loss_after + self.cfg.interval);
         for s in self.sent.iter_mut() {
             if !s.judged && !s.answered && now.saturating_duration_since(s.at) >= loss_after {
                 s.judged = true;
@@ -389,7 +405,7 @@ impl PathMonitor {
         while self
             .sent
             .front()
-            .is_some_and(|s| now.saturating_duration_since(s.at) > REMEMBER)
+            .is_some_and(|s| now.saturating_duration_since(s.at) > remember)
         {
             self.sent.pop_front();
         }
@@ -418,9 +434,18 @@ impl PathMonitor {
                 let held = self.recovering_since.is_some_and(|since| {
                     now.saturating_duration_since(since) >= self.hold_down(now)
                 });
-                let clean = self
-                    .loss()
-                    .is_none_or(|l| l < self.cfg.loss_threshold / 2.0);
+                // after a loss-down, recovery needs a measured low loss, not just too few samples
+                // Hysteresis: down at the threshold, trusted again below three quarters of it.
+                // After a loss-down that must be measured; after a silence-down, a measured
+                // high loss still keeps it out.
+                let clean = match (
+                    self.down_reason,
+                    self.loss_over(self.cfg.loss_min_samples / 2),
+                ) {
+                    (_, Some(l)) => l < self.cfg.loss_threshold * 0.75,
+                    (Some(DownReason::Loss), None) => false,
+                    (_, None) => true,
+                };
                 if held && clean && !self.suppressed {
                     self.change(PathHealth::Up, None);
                 }

@@ -285,7 +285,13 @@ pub fn probe_reply(
             if h[0] != reply_type || u16::from_be_bytes([h[4], h[5]]) != id {
                 return None;
             }
-            Some(ProbeMessage::parse(seg.l4.get(8..)?))
+            // An echo returns our request verbatim: it is the reply to it.
+            Some(
+                ProbeMessage::parse(seg.l4.get(8..)?).and_then(|m| match m.kind {
+                    wire::ProbeKind::Request => Ok(m.reply()),
+                    wire::ProbeKind::Reply => Err(wire::WireError::Field),
+                }),
+            )
         }
     }
 }
@@ -383,7 +389,7 @@ mod tests {
             seg.l4.get(8..).unwrap(),
             &mut reply,
         );
-        assert_eq!(probe_reply(&reply, t).unwrap().unwrap(), msg(9));
+        assert_eq!(probe_reply(&reply, t).unwrap().unwrap(), msg(9).reply());
         // someone else's echo id is not ours
         assert!(probe_reply(
             &reply,

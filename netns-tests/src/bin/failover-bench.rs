@@ -131,7 +131,11 @@ fn run() -> std::io::Result<()> {
         )?;
         std::thread::sleep(Duration::from_secs(soak));
         heal(&fl.lab, fl.dc(i)?)?;
-        false_switches = Some(fl.switches()?.len() - before);
+        let during = fl.switches()?;
+        for sw in during.iter().skip(before) {
+            eprintln!("soak switch: {sw:?}");
+        }
+        false_switches = Some(during.len().saturating_sub(before));
     }
     for v in [
         &mut silences,
