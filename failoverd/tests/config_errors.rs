@@ -50,7 +50,7 @@ fn client_config(key: &Path, datacenters: &str, extra_client_line: &str) -> Stri
 
 fn dc(name: &str, endpoint: &str, key: &str) -> String {
     format!(
-        "[[datacenter]]\nname = \"{name}\"\nendpoint = \"{endpoint}\"\npublic_key = \"{key}\"\n\n"
+        "[[datacenter]]\nname = \"{name}\"\nendpoint = \"{endpoint}\"\npublic_key = \"{key}\"\nprobe_address = \"100.96.0.1\"\n\n"
     )
 }
 
@@ -221,4 +221,24 @@ fn genkey_and_pubkey_match_wg() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), GATEWAY_PUB);
+}
+
+#[test]
+fn probe_address_of_a_family_without_a_stable_address() {
+    let dir = scratch("probefamily");
+    let key = write_key(&dir.0, 0o600);
+    let dc = dc("dc1", "198.18.0.11:51820", GATEWAY_PUB).replace("100.96.0.1", "fd00:96::1");
+    let (_, err) = refused(&dir.0, &client_config(&key, &dc, ""));
+    assert!(err.contains("datacenter[0].probe_address"), "{err}");
+    assert!(err.contains("same family"), "{err}");
+}
+
+#[test]
+fn missing_probe_address() {
+    let dir = scratch("noprobe");
+    let key = write_key(&dir.0, 0o600);
+    let dc =
+        dc("dc1", "198.18.0.11:51820", GATEWAY_PUB).replace("probe_address = \"100.96.0.1\"\n", "");
+    let (_, err) = refused(&dir.0, &client_config(&key, &dc, ""));
+    assert!(err.contains("probe_address"), "{err}");
 }
