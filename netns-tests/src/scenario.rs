@@ -327,6 +327,17 @@ pub fn server_route_via(lab: &Lab, topo: &Topology, i: usize) -> Result<()> {
     )
 }
 
+/// Waits until gateway `running` no longer claims the client.
+pub fn wait_released(running: &Running, timeout: Duration) -> Result<()> {
+    wait_until(timeout, "the gateway to release the client", || {
+        running
+            .status()
+            .ok()
+            .and_then(|s| s.get("clients")?.get(0)?.get("claimed")?.as_bool())
+            == Some(false)
+    })
+}
+
 /// Waits until gateway `running` claims the client (its status says so).
 pub fn wait_claimed(running: &Running) -> Result<()> {
     wait_until(

@@ -13,42 +13,18 @@
     clippy::panic
 )] // a test fails by panicking
 
-use netns_tests::lab::{Lab, Topology};
+use netns_tests::lab::Topology;
 use netns_tests::scenario::*;
 
 #[test]
 fn client_gateway_server_verified_stream_v4_and_v6() {
-    let mut lab = Lab::new("datapath").unwrap();
-    let topo = Topology::build(&mut lab, 1).unwrap();
-    let client_key = keypair(&lab, "client").unwrap();
-    let gw_key = keypair(&lab, "dc1").unwrap();
-    let gw = start_gateway(
-        &lab,
-        &topo.dcs[0],
-        "dc1",
-        &gw_key,
-        &client_key.public,
-        "100.96.0.1",
-        "fd00:96::1",
-        ReturnPath::Claim,
-    )
-    .unwrap();
-    server_onlink_routes(&lab, &topo).unwrap();
-    let client = start_client(
-        &lab,
-        &topo.client,
-        &client_key,
-        &[DcEntry::failoverd(1, &gw_key.public)],
-    )
-    .unwrap();
-    wait_claimed(&gw).unwrap();
-    let _server = start_stream_server(&lab, &topo).unwrap();
+    let fl = FailoverLab::new("datapath", 1, "").unwrap();
     let bytes = stream_bytes();
     for (i, server) in [Topology::SERVER_IP4.into(), Topology::SERVER_IP6.into()]
         .into_iter()
         .enumerate()
     {
-        let report = run_stream(&lab, &topo.client, server, bytes, 100 + i as u64).unwrap();
+        let report = run_stream(&fl.lab, &fl.topo.client, server, bytes, 100 + i as u64).unwrap();
         eprintln!("stream to {server}: {}", describe(&report));
         assert!(
             report.ok,
@@ -60,8 +36,8 @@ fn client_gateway_server_verified_stream_v4_and_v6() {
         assert_eq!(report.up.corrupt_at, None);
         assert_eq!(report.down.corrupt_at, None);
     }
-    let gs = gw.status().unwrap();
-    let cs = client.status().unwrap();
+    let gs = fl.gateways[0].status().unwrap();
+    let cs = fl.client.status().unwrap();
     eprintln!("gateway status: {gs}");
     eprintln!("client status: {cs}");
     let inner = &gs["clients"][0]["drops"];

@@ -102,14 +102,7 @@ fn one_way_loss_towards_the_client() {
         blackhole(&fl.lab, &dc1, Direction::ToClient).unwrap()
     });
     // dc1 still hears the client's probes: it is told Standby and releases at once
-    netns_tests::lab::wait_until(Duration::from_secs(1), "dc1 to release", || {
-        fl.gateways[0]
-            .status()
-            .ok()
-            .and_then(|s| s["clients"][0]["claimed"].as_bool())
-            == Some(false)
-    })
-    .unwrap();
+    wait_released(&fl.gateways[0], Duration::from_secs(1)).unwrap();
 }
 
 #[test]
@@ -128,18 +121,7 @@ fn gateway_sigstop() {
     });
     // Woken up, the old gateway hears the client's Standby probes and gives the address back.
     fl.gateways[0].daemon.signal(libc::SIGCONT).unwrap();
-    netns_tests::lab::wait_until(
-        Duration::from_secs(5),
-        "dc1 to release after SIGCONT",
-        || {
-            fl.gateways[0]
-                .status()
-                .ok()
-                .and_then(|s| s["clients"][0]["claimed"].as_bool())
-                == Some(false)
-        },
-    )
-    .unwrap();
+    wait_released(&fl.gateways[0], Duration::from_secs(5)).unwrap();
     assert_eq!(
         fl.active().unwrap(),
         "dc2",
