@@ -336,7 +336,7 @@ impl Engine {
             }
             other => other,
         };
-        self.after_health_changes(now);
+        self.after_health_changes(now, false);
         outcome
     }
 
@@ -389,7 +389,7 @@ impl Engine {
             }
             dc.monitor.handle_timeout(now);
         }
-        self.after_health_changes(now);
+        self.after_health_changes(now, true);
         for i in 0..self.dcs.len() {
             self.send_probes(i, now, out, &mut send);
         }
@@ -414,9 +414,15 @@ impl Engine {
     }
 
     /// Records health changes as events and lets the selector act.
-    fn after_health_changes(&mut self, now: Instant) {
+    ///
+    /// `on_timer`: called from [`Engine::handle_timeout`], where selection is re-evaluated even
+    /// without a change (some of its rules are timers: the startup grace, the RTT policy's
+    /// dwell). On the per-datagram path it runs only after a change.
+    fn after_health_changes(&mut self, now: Instant, on_timer: bool) {
+        let mut changed = false;
         for (i, dc) in self.dcs.iter_mut().enumerate() {
             while let Some(HealthChange { from, to, down }) = dc.monitor.poll_change() {
+                changed = true;
                 if down.is_some() {
                     dc.last_down = down;
                 }
@@ -430,8 +436,9 @@ impl Engine {
                 );
             }
         }
-        // Selection is re-evaluated every time, not only on a change: it is cheap, and some of
-        // its rules are timers (the startup grace, the RTT policy's dwell).
+        if !changed && !on_timer {
+            return;
+        }
         let views: Vec<PathView> = self
             .dcs
             .iter()

@@ -242,3 +242,30 @@ fn missing_probe_address() {
     let (_, err) = refused(&dir.0, &client_config(&key, &dc, ""));
     assert!(err.contains("probe_address"), "{err}");
 }
+
+#[test]
+fn gateway_without_an_inside_interface() {
+    let dir = scratch("gwinside");
+    let key = write_key(&dir.0, 0o600);
+    let file = dir.0.join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[gateway]\nprivate_key_file = \"{}\"\naddress = [\"100.96.0.1/32\"]\n\n[[client]]\nname = \"laptop\"\npublic_key = \"{GATEWAY_PUB}\"\nallowed_ips = [\"100.96.0.2/32\"]\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_failoverd"))
+        .args(["check-gateway", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&file.display().to_string()) && err.contains("inside_interface"),
+        "{err}"
+    );
+    assert!(err.contains("fix:"), "{err}");
+}

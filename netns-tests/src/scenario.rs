@@ -504,6 +504,19 @@ pub fn spawn_stream(
     bytes: u64,
     seed: u64,
 ) -> Result<BackgroundStream> {
+    spawn_stream_to(lab, ns, name, IpAddr::V4(Topology::SERVER_IP4), bytes, seed)
+}
+
+/// Starts `fo-lab stream-send` from `ns` to `server`, `bytes` each way.
+pub fn spawn_stream_to(
+    lab: &Lab,
+    ns: &Ns,
+    name: &str,
+    server: IpAddr,
+    bytes: u64,
+    seed: u64,
+) -> Result<BackgroundStream> {
+    let target = std::net::SocketAddr::new(server, STREAM_PORT).to_string();
     let daemon = lab.spawn(
         ns,
         name,
@@ -511,7 +524,7 @@ pub fn spawn_stream(
             bin_path("fo-lab").display().to_string(),
             "stream-send".into(),
             "--connect".into(),
-            format!("{}:{STREAM_PORT}", Topology::SERVER_IP4),
+            target,
             "--up".into(),
             bytes.to_string(),
             "--down".into(),

@@ -17,7 +17,10 @@
     clippy::panic
 )] // a test fails by panicking
 
+use std::net::IpAddr;
 use std::time::Duration;
+
+use netns_tests::lab::Topology;
 
 use netns_tests::scenario::*;
 use netns_tests::stream::SendReport;
@@ -43,8 +46,27 @@ fn check(what: &str, report: &SendReport, bytes: u64) {
 /// Runs a stream, injects `fault` once it flows, waits for the switch to `next`, and checks the
 /// stream. Returns (ms from injection to switch, longest stall of either direction in ms).
 fn across(fl: &FailoverLab, what: &str, next: &str, seed: u64, fault: impl FnOnce()) -> (u64, f64) {
+    across_to(fl, what, next, seed, Topology::SERVER_IP4.into(), fault)
+}
+
+fn across_to(
+    fl: &FailoverLab,
+    what: &str,
+    next: &str,
+    seed: u64,
+    server: IpAddr,
+    fault: impl FnOnce(),
+) -> (u64, f64) {
     let n = bytes();
-    let stream = spawn_stream(&fl.lab, &fl.topo.client, &format!("stream{seed}"), n, seed).unwrap();
+    let stream = spawn_stream_to(
+        &fl.lab,
+        &fl.topo.client,
+        &format!("stream{seed}"),
+        server,
+        n,
+        seed,
+    )
+    .unwrap();
     fl.wait_flowing(20_000_000).unwrap();
     let before = fl.switches().unwrap().len();
     let injected = unix_millis();
@@ -168,4 +190,20 @@ fn dc1_then_dc2_fail_ending_on_dc3() {
     assert_eq!(fl.active().unwrap(), "dc3");
     assert_eq!(fl.switches().unwrap().len(), 2);
     wait_claimed(&fl.gateways[2]).unwrap();
+}
+
+#[test]
+fn blackhole_with_an_ipv6_stream() {
+    // the same failover for IPv6 inner traffic: the new gateway's unsolicited neighbour
+    // advertisement moves the server's entry for fd00:96::2
+    let fl = FailoverLab::new("fo-v6", 2, "").unwrap();
+    let dc1 = fl.dc(1).unwrap().clone();
+    across_to(
+        &fl,
+        "blackhole dc1 (IPv6 stream)",
+        "dc2",
+        10,
+        Topology::SERVER_IP6.into(),
+        || blackhole(&fl.lab, &dc1, Direction::Both).unwrap(),
+    );
 }

@@ -285,13 +285,15 @@ pub fn probe_reply(
             if h[0] != reply_type || u16::from_be_bytes([h[4], h[5]]) != id {
                 return None;
             }
-            // An echo returns our request verbatim: it is the reply to it.
-            Some(
-                ProbeMessage::parse(seg.l4.get(8..)?).and_then(|m| match m.kind {
-                    wire::ProbeKind::Request => Ok(m.reply()),
-                    wire::ProbeKind::Reply => Err(wire::WireError::Field),
-                }),
-            )
+            // An echo returns our request verbatim: it is the reply to it. An echo reply that
+            // carries our identifier but no probe is someone else's ping with a colliding
+            // identifier: not ours, so it goes on to the local side.
+            match ProbeMessage::parse(seg.l4.get(8..)?) {
+                Ok(m) if m.kind == wire::ProbeKind::Request => Some(Ok(m.reply())),
+                Ok(_) => Some(Err(wire::WireError::Field)),
+                Err(wire::WireError::Magic | wire::WireError::Length) => None,
+                Err(e) => Some(Err(e)),
+            }
         }
     }
 }
@@ -399,6 +401,30 @@ mod tests {
             }
         )
         .is_none());
+    }
+
+    #[test]
+    fn a_ping_with_our_icmp_id_but_no_probe_is_not_ours() {
+        let client = IpAddr::from([100, 96, 0, 2]);
+        let target = IpAddr::from([198, 19, 0, 100]);
+        let t = ProbeTarget::Icmp {
+            addr: target,
+            id: 0xbeef,
+        };
+        let mut ping = Vec::new();
+        icmp_echo(
+            target,
+            client,
+            false,
+            0xbeef,
+            1,
+            b"an ordinary ping payload, 33 bytes",
+            &mut ping,
+        );
+        assert!(
+            probe_reply(&ping, t).is_none(),
+            "delivered to the local side, not swallowed"
+        );
     }
 
     proptest::proptest! {
