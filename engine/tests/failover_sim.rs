@@ -627,3 +627,46 @@ fn five_percent_loss_right_after_failovers_causes_no_switch() {
         &sim.switches[before..]
     );
 }
+
+#[test]
+fn a_recovering_active_tunnel_is_probed_fast_when_overdue() {
+    // The second lab soak found this: after many failovers the active tunnel was Recovering
+    // (suppressed by damping) and was probed at the normal rate, so four lost probes in a row
+    // failed it. Make dc1 a suppressed flapper, kill dc2 so that dc1 must carry traffic while
+    // Recovering, then put 15 % loss each way on it (which also keeps it from becoming Up): at
+    // the normal rate four losses in a row come every ~170 probes; probed fast once overdue,
+    // it must not go down once in two minutes.
+    let mut sim = warm(2, 53, priority());
+    let mut t = Duration::from_secs(2);
+    for _ in 0..5 {
+        sim.links[0].black_up = true;
+        sim.links[0].black_down = true;
+        t += Duration::from_millis(300);
+        sim.run_until(t);
+        sim.links[0].black_up = false;
+        sim.links[0].black_down = false;
+        t += Duration::from_millis(300);
+        sim.run_until(t);
+    }
+    assert!(sim.client.status()[0].suppressed);
+    sim.links[1].black_up = true;
+    sim.links[1].black_down = true;
+    t += Duration::from_secs(1);
+    sim.run_until(t);
+    assert_eq!(
+        sim.client.active(),
+        DcId(0),
+        "the only alive tunnel carries traffic"
+    );
+    assert_eq!(sim.client.status()[0].health, probe::PathHealth::Recovering);
+    let flaps = sim.client.status()[0].probes.flaps;
+    sim.links[0].loss_up = 0.15;
+    sim.links[0].loss_down = 0.15;
+    sim.run_until(t + Duration::from_secs(120));
+    assert_eq!(sim.client.status()[0].health, probe::PathHealth::Recovering);
+    assert_eq!(
+        sim.client.status()[0].probes.flaps,
+        flaps,
+        "no flap while recovering under loss"
+    );
+}

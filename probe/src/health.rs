@@ -83,11 +83,13 @@ impl Default for ProbeConfig {
 
 impl ProbeConfig {
     /// Silence after which a tunnel is down: `detect_mult` intervals plus one RTO, the RTO
-    /// capped at one interval. Under load probes queue behind bulk data and the RTO swells; a
-    /// busy tunnel is kept alive by its inbound data anyway, so the cap keeps detection within
-    /// `(detect_mult + 1) × interval` without false alarms.
+    /// capped at half an interval. Under load probes queue behind bulk data and the RTO swells;
+    /// a busy tunnel is kept alive by its inbound data anyway, so the cap keeps detection within
+    /// `(detect_mult + ½) × interval` without false alarms. (With the cap at a whole interval the
+    /// lab measured p99 106 ms from fault to switch at 20 ms probes: evidence already queued
+    /// when the fault lands still arrives after it.)
     pub fn detect_time(&self, rto: Duration) -> Duration {
-        self.interval * self.detect_mult + rto.min(self.interval)
+        self.interval * self.detect_mult + rto.min(self.interval / 2)
     }
 }
 
@@ -309,10 +311,24 @@ impl PathMonitor {
         self.next_probe = self.next_probe.min(now);
     }
 
-    fn probe_interval(&self) -> Duration {
-        match self.state {
-            PathHealth::Suspect => (self.cfg.interval / 4).max(Duration::from_millis(1)),
-            _ => self.cfg.interval,
+    /// Whether a probe is overdue (silence past one interval and an RTO): the tunnel is
+    /// Suspect, or Recovering and silent. Overdue tunnels are probed four times as often, so a
+    /// few random losses cannot add up to the detection budget.
+    fn overdue(&self, now: Instant) -> bool {
+        match (self.state, self.last_alive) {
+            (PathHealth::Suspect, _) => true,
+            (PathHealth::Recovering, Some(alive)) => {
+                now.saturating_duration_since(alive) >= self.cfg.interval + self.rto()
+            }
+            _ => false,
+        }
+    }
+
+    fn probe_interval(&self, now: Instant) -> Duration {
+        if self.overdue(now) {
+            (self.cfg.interval / 4).max(Duration::from_millis(1))
+        } else {
+            self.cfg.interval
         }
     }
 
@@ -331,6 +347,8 @@ impl PathMonitor {
             let rto = self.rto();
             let deadline = match self.state {
                 PathHealth::Up => Some(alive + self.cfg.interval + rto),
+                // a Recovering tunnel becomes overdue between probe ticks; the next tick (at most
+                // one interval later) sees it and speeds probing up
                 PathHealth::Suspect | PathHealth::Recovering => {
                     Some(alive + self.cfg.detect_time(rto))
                 }
@@ -430,6 +448,13 @@ impl PathMonitor {
                 self.probe_due = true;
             }
             PathHealth::Recovering if silent >= detect => self.go_down(now, DownReason::Silence),
+            PathHealth::Recovering
+                if self.overdue(now) && self.next_probe > now + self.probe_interval(now) =>
+            {
+                // just became overdue: the next probe goes out at the fast rate
+                self.next_probe = now;
+                self.probe_due = true;
+            }
             PathHealth::Recovering => {
                 let held = self.recovering_since.is_some_and(|since| {
                     now.saturating_duration_since(since) >= self.hold_down(now)
@@ -460,7 +485,7 @@ impl PathMonitor {
             return None;
         }
         self.probe_due = false;
-        self.next_probe = now + self.probe_interval();
+        self.next_probe = now + self.probe_interval(now);
         self.seq += 1;
         let sent_us = u64::try_from(now.saturating_duration_since(self.epoch).as_micros())
             .unwrap_or(u64::MAX);
@@ -609,6 +634,34 @@ mod tests {
             "a replay does not refresh liveness"
         );
         assert_eq!(m.counters().refused, [1, 1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn an_overdue_recovering_tunnel_probes_faster_too() {
+        #[allow(clippy::disallowed_methods)] // base of a virtual clock
+        let t0 = Instant::now();
+        let cfg = ProbeConfig::default();
+        let mut m = PathMonitor::new(cfg.clone(), 1, t0);
+        m.on_inbound(t0); // first evidence: Up
+        let down_at = t0 + Duration::from_millis(200);
+        m.handle_timeout(down_at);
+        assert_eq!(m.health(), PathHealth::Down);
+        let back = down_at + Duration::from_millis(10);
+        m.on_inbound(back);
+        assert_eq!(m.health(), PathHealth::Recovering);
+        let _ = m.poll_probe(back);
+        // silent past interval + RTO: overdue
+        let t = back + cfg.interval * 2;
+        m.handle_timeout(t);
+        assert_eq!(m.health(), PathHealth::Recovering);
+        assert!(
+            m.poll_probe(t).is_some(),
+            "an overdue probe goes out at once"
+        );
+        assert!(
+            m.poll_timeout() <= t + cfg.interval / 4,
+            "then at four times the rate"
+        );
     }
 
     #[test]
