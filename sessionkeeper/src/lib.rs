@@ -1,14 +1,24 @@
 //! The client's identity on every tunnel — its stable inner addresses — and the flows that use
 //! them.
 //!
-//! This crate owns the local-address ⇄ stable-address mapping, the bounded flow table, MSS
-//! clamping and switch-over recovery; those grow here in the sessionkeeper work. What exists now
-//! is the part the data path already needs: the set of stable addresses, and reading a packet's
-//! addresses and 5-tuple without trusting a single byte of it.
+//! - [`parse`]: packets parsed into offsets, every length checked, every refusal named;
+//! - [`rewrite`]: local ⇄ stable address translation (TCP, UDP, ICMP, ICMPv6, ICMP errors'
+//!   quoted packets, fragments) and MSS clamping, with incremental checksums ([`checksum`]);
+//! - [`flows`]: the bounded flow table (segmented LRU, idle timeouts);
+//! - [`keeper`]: all of it per packet, and switch-over recovery of live TCP flows.
 //!
-//! Sans-IO, no clock; never panics on any input.
+//! Sans-IO and clock-free: packets and `now` in, packets out. No input panics.
 
 #![forbid(unsafe_code)]
+
+pub mod checksum;
+pub mod flows;
+pub mod keeper;
+pub mod parse;
+pub mod rewrite;
+
+pub use flows::{FlowKey, FlowTable, Timeouts};
+pub use keeper::{Drop, Keeper, KeeperConfig, KeeperStats};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -54,77 +64,9 @@ pub fn addresses(packet: &[u8]) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
-/// A flow's identity as the flow table will key it: addresses, protocol and ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    /// source address
-    pub src: IpAddr,
-    /// destination address
-    pub dst: IpAddr,
-    /// IP protocol number (after IPv6 extension headers are not walked yet: the first next
-    /// header)
-    pub protocol: u8,
-    /// source port (0 for protocols without ports, or for non-first fragments)
-    pub src_port: u16,
-    /// destination port (likewise)
-    pub dst_port: u16,
-}
-
-impl FlowKey {
-    /// Reads the 5-tuple of a TCP or UDP packet; other protocols and non-first IPv4 fragments
-    /// get ports 0. `None` when the IP header itself is incomplete or inconsistent.
-    pub fn from_packet(packet: &[u8]) -> Option<Self> {
-        let (src, dst) = addresses(packet)?;
-        let (protocol, l4, first_fragment) = match src {
-            IpAddr::V4(_) => {
-                let ihl = usize::from(packet.first()? & 0x0f) * 4;
-                if ihl < 20 {
-                    return None;
-                }
-                let frag = u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?]);
-                (*packet.get(9)?, packet.get(ihl..)?, frag & 0x1fff == 0)
-            }
-            IpAddr::V6(_) => (*packet.get(6)?, packet.get(40..)?, true),
-        };
-        let (src_port, dst_port) = match (protocol, first_fragment, l4) {
-            (6 | 17, true, [a, b, c, d, ..]) => {
-                (u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))
-            }
-            _ => (0, 0),
-        };
-        Some(Self {
-            src,
-            dst,
-            protocol,
-            src_port,
-            dst_port,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_a_udp_tuple() {
-        let mut p = [0u8; 28];
-        p[0] = 0x45;
-        p[9] = 17;
-        p[12..16].copy_from_slice(&[100, 96, 0, 2]);
-        p[16..20].copy_from_slice(&[198, 19, 0, 100]);
-        p[20..24].copy_from_slice(&[0x9c, 0x40, 0x00, 0x35]);
-        let key = FlowKey::from_packet(&p).unwrap();
-        assert_eq!(key.src, IpAddr::from([100, 96, 0, 2]));
-        assert_eq!((key.protocol, key.src_port, key.dst_port), (17, 40000, 53));
-        // a non-first fragment has no ports
-        p[6] = 0x00;
-        p[7] = 0x10;
-        assert_eq!(FlowKey::from_packet(&p).unwrap().src_port, 0);
-        // a bad IHL is refused
-        p[0] = 0x44;
-        assert!(FlowKey::from_packet(&p).is_none());
-    }
 
     #[test]
     fn stable_addresses_match_per_family() {
@@ -140,7 +82,6 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
-            let _ = FlowKey::from_packet(&bytes);
             let _ = addresses(&bytes);
         }
     }
