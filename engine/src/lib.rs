@@ -29,7 +29,7 @@ use probe::health::{HealthChange, ProbeCounters};
 use probe::packet::ProbeTarget;
 use probe::select::PathView;
 use probe::{Intent, PathHealth, PathMonitor, Policy, ProbeConfig, Selector, SwitchReason};
-use sessionkeeper::StableAddresses;
+use sessionkeeper::{Keeper, KeeperConfig, KeeperStats, StableAddresses};
 use tunnel::{DropCounters, DropReason, Outcome, Transmit, Tunnel, TunnelConfig, TunnelStats};
 
 /// Least time a first datacenter that has not answered yet is waited for at start.
@@ -37,6 +37,15 @@ const STARTUP_GRACE: Duration = Duration::from_secs(1);
 
 /// Bound on undelivered events; the oldest are dropped beyond it (events are informational).
 const MAX_EVENTS: usize = 256;
+
+/// Switch-over recovery waits for the new gateway's first answer after the switch (it has
+/// claimed the return path by then), but no longer than this many of its RTTs …
+const RECOVERY_WAIT_RTTS: u32 = 2;
+/// … within these bounds.
+const RECOVERY_WAIT_MIN: Duration = Duration::from_millis(10);
+const RECOVERY_WAIT_MAX: Duration = Duration::from_millis(200);
+/// The wait when the new tunnel has no RTT estimate yet.
+const RECOVERY_WAIT_DEFAULT: Duration = Duration::from_millis(50);
 
 /// One datacenter as the engine sees it.
 #[derive(Debug)]
@@ -62,6 +71,9 @@ pub struct EngineConfig {
     pub probe: ProbeConfig,
     /// path selection policy
     pub policy: Policy,
+    /// local addresses, MSS clamp, flow table and switch-over recovery (its `stable` is
+    /// replaced by the one above)
+    pub keeper: KeeperConfig,
 }
 
 /// Index of a datacenter in configuration order.
@@ -121,13 +133,20 @@ pub enum EngineError {
     },
 }
 
-/// Why the engine dropped a packet from the local side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LocalDrop {
-    /// not an IPv4/IPv6 packet
-    NotIp,
-    /// its source is not one of the stable addresses (it would be refused by cryptokey routing)
-    SourceNotStable,
+/// Why the engine dropped a packet from the local side (the session keeper counts each).
+pub type LocalDrop = sessionkeeper::Drop;
+
+/// Switch-over recovery waiting for the new path.
+#[derive(Debug, Clone, Copy)]
+struct Recovery {
+    /// the tunnel traffic moved to
+    dc: usize,
+    /// the first probe sent to it after the switch; its answer means the path is ready
+    after_seq: Option<u64>,
+    /// go anyway at this time
+    deadline: Instant,
+    /// ready: drain the keeper's recovery packets
+    ready: bool,
 }
 
 /// Per-datacenter view for status output.
@@ -168,7 +187,6 @@ struct Datacenter {
 
 /// The client engine. See the module docs for the calling contract.
 pub struct Engine {
-    stable: StableAddresses,
     dcs: Vec<Datacenter>,
     selector: Selector,
     probe_buf: Vec<u8>,
@@ -176,8 +194,10 @@ pub struct Engine {
     /// the tunnel that may still hold datagrams queued behind a handshake
     flushing: Option<DcId>,
     events: VecDeque<Event>,
-    local_drops: [u64; 2],
     underlay_drops: DropCounters,
+    keeper: Keeper,
+    recovery: Option<Recovery>,
+    recovery_buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -228,7 +248,6 @@ impl Engine {
             });
         }
         Ok(Self {
-            stable: config.stable,
             dcs,
             // All tunnels start together: the first one gets a handshake's worth of time to
             // answer (1 s covers a WAN round trip or two) before it is left like a failed one.
@@ -244,8 +263,13 @@ impl Engine {
             probe_malformed: 0,
             flushing: None,
             events: VecDeque::new(),
-            local_drops: [0; 2],
             underlay_drops: DropCounters::default(),
+            keeper: Keeper::new(KeeperConfig {
+                stable: config.stable,
+                ..config.keeper
+            }),
+            recovery: None,
+            recovery_buf: Vec::with_capacity(tunnel::MAX_DATAGRAM),
         })
     }
 
@@ -259,34 +283,24 @@ impl Engine {
         self.dcs.get(dc.0).map_or("?", |d| d.name.as_str())
     }
 
-    /// Handles an IP packet from the local side: returns the datagram to send on the active
-    /// tunnel, if any.
+    /// Handles an IP packet from the local side: the session keeper validates it, maps its
+    /// source to the stable address and tracks it, in place; returns the datagram to send on
+    /// the active tunnel, if any.
     pub fn handle_local_packet<'o>(
         &mut self,
-        packet: &[u8],
+        now: Instant,
+        packet: &mut [u8],
         out: &'o mut [u8],
     ) -> Result<Option<Transmit<'o>>, LocalDrop> {
-        let src = sessionkeeper::source_address(packet).ok_or_else(|| {
-            self.count_local(LocalDrop::NotIp);
-            LocalDrop::NotIp
-        })?;
-        if !self.stable.contains(src) {
-            self.count_local(LocalDrop::SourceNotStable);
-            return Err(LocalDrop::SourceNotStable);
-        }
-        let Some(dc) = self.dcs.get_mut(self.selector.active()) else {
+        let active = self.selector.active();
+        let len = self.keeper.outbound(now, packet, active)?;
+        let (Some(dc), Some(packet)) = (self.dcs.get_mut(active), packet.get(..len)) else {
             return Ok(None);
         };
         Ok(match dc.tunnel.encapsulate(packet, out) {
             Outcome::Transmit(t) => Some(t),
             _ => None,
         })
-    }
-
-    fn count_local(&mut self, reason: LocalDrop) {
-        if let Some(c) = self.local_drops.get_mut(reason as usize) {
-            *c += 1;
-        }
     }
 
     /// Handles a datagram from the underlay. Datagrams from an address that is no datacenter's
@@ -319,10 +333,24 @@ impl Engine {
         }
         let outcome = match outcome {
             Outcome::Deliver(packet) => match probe::packet::probe_reply(packet, dc.probe) {
-                None => Outcome::Deliver(packet),
+                None => match self.keeper.inbound(now, packet) {
+                    Ok(len) => match packet.get_mut(..len) {
+                        Some(p) => Outcome::Deliver(p),
+                        None => Outcome::Done,
+                    },
+                    Err(_) => {
+                        self.underlay_drops.add(DropReason::InnerRefused);
+                        Outcome::Dropped(DropReason::InnerRefused)
+                    }
+                },
                 Some(Ok(msg)) => {
                     // refused replies are counted by the monitor and are not evidence
-                    let _ = dc.monitor.on_reply(now, &msg);
+                    let accepted = dc.monitor.on_reply(now, &msg).is_ok();
+                    if let Some(r) = self.recovery.as_mut() {
+                        if accepted && r.dc == i && r.after_seq.is_some_and(|s| msg.seq >= s) {
+                            r.ready = true;
+                        }
+                    }
                     Outcome::Done
                 }
                 Some(Err(_)) => {
@@ -340,20 +368,40 @@ impl Engine {
         outcome
     }
 
-    /// Datagrams a tunnel queued behind a completed handshake. Call until `None` after
-    /// [`Engine::handle_datagram`] returned a `Transmit`.
+    /// Datagrams to send: those a tunnel queued behind a completed handshake, then switch-over
+    /// recovery once the new path is ready. Call until `None` after every
+    /// [`Engine::handle_datagram`].
     pub fn poll_transmit<'o>(&mut self, out: &'o mut [u8]) -> Option<Transmit<'o>> {
-        let dc = self.flushing?;
-        let tunnel = &mut self.dcs.get_mut(dc.0)?.tunnel;
-        let t = tunnel.poll_transmit(out);
-        if t.is_none() {
+        if let Some(dc) = self.flushing {
+            if let Some(tunnel) = self.dcs.get_mut(dc.0).map(|d| &mut d.tunnel) {
+                if tunnel.has_queued() {
+                    return tunnel.poll_transmit(out);
+                }
+            }
             self.flushing = None;
         }
-        t
+        self.poll_recovery(out)
+    }
+
+    /// The next recovery datagram on the active tunnel, when recovery is ready.
+    fn poll_recovery<'o>(&mut self, out: &'o mut [u8]) -> Option<Transmit<'o>> {
+        let r = self.recovery?;
+        if !r.ready {
+            return None;
+        }
+        if r.dc != self.selector.active() || !self.keeper.poll_recovery(&mut self.recovery_buf) {
+            self.recovery = None;
+            return None;
+        }
+        match self.dcs.get_mut(r.dc)?.tunnel.encapsulate(&self.recovery_buf, out) {
+            Outcome::Transmit(t) => Some(t),
+            _ => None,
+        }
     }
 
     /// When [`Engine::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let recovery = self.recovery.map(|r| r.deadline);
         self.dcs
             .iter()
             .flat_map(|d| {
@@ -362,6 +410,7 @@ impl Engine {
                     .into_iter()
                     .chain([d.monitor.poll_timeout()])
             })
+            .chain(recovery)
             .min()
     }
 
@@ -393,6 +442,12 @@ impl Engine {
         for i in 0..self.dcs.len() {
             self.send_probes(i, now, out, &mut send);
         }
+        if let Some(r) = self.recovery.as_mut() {
+            r.ready |= now >= r.deadline;
+        }
+        while let Some(t) = self.poll_recovery(out) {
+            send(t);
+        }
     }
 
     fn send_probes(
@@ -406,6 +461,11 @@ impl Engine {
             return;
         };
         while let Some(msg) = dc.monitor.poll_probe(now) {
+            if let Some(r) = self.recovery.as_mut() {
+                if r.dc == i && r.after_seq.is_none() {
+                    r.after_seq = Some(msg.seq);
+                }
+            }
             probe::packet::probe_request(dc.probe_source, dc.probe, &msg, &mut self.probe_buf);
             if let Outcome::Transmit(t) = dc.tunnel.encapsulate(&self.probe_buf, out) {
                 send(t);
@@ -455,6 +515,22 @@ impl Engine {
     }
 
     fn apply_switch(&mut self, now: Instant, sw: probe::SwitchEvent) {
+        self.recovery = None;
+        if self.keeper.on_switch(now, sw.from) > 0 {
+            let wait = self
+                .dcs
+                .get(sw.to)
+                .and_then(|d| d.monitor.srtt())
+                .map_or(RECOVERY_WAIT_DEFAULT, |rtt| {
+                    (rtt * RECOVERY_WAIT_RTTS).clamp(RECOVERY_WAIT_MIN, RECOVERY_WAIT_MAX)
+                });
+            self.recovery = Some(Recovery {
+                dc: sw.to,
+                after_seq: None,
+                deadline: now + wait,
+                ready: false,
+            });
+        }
         if let Some(old) = self.dcs.get_mut(sw.from) {
             old.monitor.set_intent(Intent::Standby);
             old.monitor.probe_now(now);
@@ -510,10 +586,19 @@ impl Engine {
             .collect()
     }
 
-    /// Drops of local packets: (not IP, source not a stable address).
-    pub fn local_drops(&self) -> (u64, u64) {
-        let [a, b] = self.local_drops;
-        (a, b)
+    /// The session keeper's counters (local drops by reason, rewrites, flows, recovery).
+    pub fn keeper_stats(&self) -> KeeperStats {
+        self.keeper.stats()
+    }
+
+    /// Flows tracked now, and the table's cap.
+    pub fn flows(&self) -> (usize, usize) {
+        (self.keeper.flows().len(), self.keeper.flows().cap())
+    }
+
+    /// Heap bytes held by the flow table.
+    pub fn flow_memory(&self) -> usize {
+        self.keeper.flows().memory_bytes()
     }
 
     /// Probe replies that did not parse.

@@ -18,7 +18,7 @@ use engine::gateway::{Gateway, GatewayClient, GatewayConfig, GatewayEvent, Retur
 use engine::{DatacenterConfig, DcId, Engine, EngineConfig, Event};
 use probe::packet::ProbeTarget;
 use probe::{Policy, ProbeConfig, SwitchReason};
-use sessionkeeper::StableAddresses;
+use sessionkeeper::{KeeperConfig, StableAddresses};
 use tunnel::{AllowedIps, EndpointPolicy, Outcome, PeerConfig, PrivateKey, TunnelConfig};
 
 const CLIENT: &str = "198.18.0.1:40000";
@@ -109,6 +109,7 @@ impl Sim {
                 datacenters: dcs,
                 probe: ProbeConfig::default(),
                 policy,
+                keeper: KeeperConfig::new(StableAddresses::default(), 1420),
             },
             t0,
         )
@@ -564,22 +565,27 @@ fn foreign_sources_never_enter_a_tunnel() {
     p[9] = 17;
     p[12..16].copy_from_slice(&[10, 0, 0, 1]);
     p[16..20].copy_from_slice(&[198, 19, 0, 100]);
+    p[24..26].copy_from_slice(&8u16.to_be_bytes());
     let mut out = vec![0u8; 70_000];
+    let now = sim.now;
     assert_eq!(
-        sim.client.handle_local_packet(&p, &mut out).unwrap_err(),
-        engine::LocalDrop::SourceNotStable
+        sim.client
+            .handle_local_packet(now, &mut p, &mut out)
+            .unwrap_err(),
+        engine::LocalDrop::SourceNotLocal
     );
     assert_eq!(
         sim.client
-            .handle_local_packet(&[0x70; 3], &mut out)
+            .handle_local_packet(now, &mut [0x70; 3], &mut out)
             .unwrap_err(),
-        engine::LocalDrop::NotIp
+        engine::LocalDrop::Malformed(sessionkeeper::parse::Malformed::NotIp)
     );
-    assert_eq!(sim.client.local_drops(), (1, 1));
+    let stats = sim.client.keeper_stats();
+    assert_eq!((stats.source_not_local, stats.malformed[0]), (1, 1));
     p[12..16].copy_from_slice(&[100, 96, 0, 2]);
     let t = sim
         .client
-        .handle_local_packet(&p, &mut out)
+        .handle_local_packet(now, &mut p, &mut out)
         .unwrap()
         .unwrap();
     assert_eq!(

@@ -10,7 +10,7 @@ use engine::{DatacenterConfig, Engine, EngineConfig, Event};
 use probe::packet::ProbeTarget;
 use rand_core::RngCore as _;
 use serde_json::json;
-use sessionkeeper::StableAddresses;
+use sessionkeeper::{KeeperConfig, StableAddresses};
 use tokio::sync::mpsc;
 use tunnel::{EndpointPolicy, Outcome, TunnelConfig};
 
@@ -22,11 +22,13 @@ use crate::{clock, drops_json, net, Shutdown, BUFFER_LEN};
 pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let mtu = config.mtu();
     let tun = net::create_tun(&config.interface, mtu)?;
+    // The TUN carries the local address where one is configured (the session keeper maps it
+    // to the stable one), else the stable address itself.
     let mut addresses: Vec<(IpAddr, u8)> = Vec::new();
-    if let Some(a) = config.stable_v4 {
+    if let Some(a) = config.local_v4.or(config.stable_v4) {
         addresses.push((a.into(), 32));
     }
-    if let Some(a) = config.stable_v6 {
+    if let Some(a) = config.local_v6.or(config.stable_v6) {
         addresses.push((a.into(), 128));
     }
     net::configure_interface(&config.interface, mtu, &addresses, &config.routes).await?;
@@ -59,15 +61,24 @@ pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result
             },
         })
         .collect();
+    let stable = StableAddresses {
+        v4: config.stable_v4,
+        v6: config.stable_v6,
+    };
+    let mut keeper = KeeperConfig::new(stable, mtu);
+    keeper.local = StableAddresses {
+        v4: config.local_v4,
+        v6: config.local_v6,
+    };
+    keeper.max_flows = config.flow_table_size;
+    keeper.recovery = config.switch_recovery;
     let mut engine = Engine::new(
         EngineConfig {
-            stable: StableAddresses {
-                v4: config.stable_v4,
-                v6: config.stable_v6,
-            },
+            stable,
             datacenters,
             probe: config.probe.clone(),
             policy: config.policy,
+            keeper,
         },
         clock::now(),
     )
@@ -110,8 +121,8 @@ pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result
         tokio::select! {
             read = tun.recv(&mut tun_buf) => {
                 let n = read.context("reading from the TUN device")?;
-                let Some(packet) = tun_buf.get(..n) else { continue };
-                if let Ok(Some(t)) = engine.handle_local_packet(packet, &mut out) {
+                let Some(packet) = tun_buf.get_mut(..n) else { continue };
+                if let Ok(Some(t)) = engine.handle_local_packet(clock::now(), packet, &mut out) {
                     if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
                         send_errors += 1;
                     }
@@ -131,13 +142,14 @@ pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result
                         if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
                             send_errors += 1;
                         }
-                        while let Some(t) = engine.poll_transmit(&mut out) {
-                            if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
-                                send_errors += 1;
-                            }
-                        }
                     }
                     Outcome::Done | Outcome::Dropped(_) => {}
+                }
+                // queued datagrams, and switch-over recovery once the new path answered
+                while let Some(t) = engine.poll_transmit(&mut out) {
+                    if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
+                        send_errors += 1;
+                    }
                 }
             }
             () = tokio::time::sleep_until(deadline.into()) => {
@@ -210,7 +222,13 @@ fn log_event(engine: &Engine, event: &Event, switches: &mut Vec<serde_json::Valu
 }
 
 fn status(engine: &Engine, send_errors: u64, switches: &[serde_json::Value]) -> serde_json::Value {
-    let (not_ip, not_stable) = engine.local_drops();
+    let k = engine.keeper_stats();
+    let (flows, flow_cap) = engine.flows();
+    let malformed: serde_json::Map<String, serde_json::Value> = sessionkeeper::parse::Malformed::ALL
+        .iter()
+        .zip(k.malformed)
+        .map(|(m, n)| (m.label().to_owned(), n.into()))
+        .collect();
     let datacenters: Vec<_> = engine
         .status()
         .into_iter()
@@ -242,7 +260,24 @@ fn status(engine: &Engine, send_errors: u64, switches: &[serde_json::Value]) -> 
         "mode": "client",
         "active": engine.name(engine.active()),
         "datacenters": datacenters,
-        "local_drops": {"not_ip": not_ip, "source_not_stable": not_stable},
+        "local_drops": {"source_not_local": k.source_not_local, "malformed": malformed},
+        "inbound_not_for_us": k.not_for_us,
+        "sessionkeeper": {
+            "flows": flows,
+            "flow_table_size": flow_cap,
+            "flow_memory_bytes": engine.flow_memory(),
+            "flows_created": k.flows.created,
+            "flows_expired": k.flows.expired,
+            "flows_evicted_probation": k.flows.evicted_probation,
+            "flows_evicted_protected": k.flows.evicted_protected,
+            "mss_clamped": k.mss_clamped,
+            "quoted_rewritten": k.quoted_rewritten,
+            "udp6_zero_checksum": k.udp6_zero_checksum,
+            "recoveries": k.recoveries,
+            "recovery_segments": k.recovery_segments,
+            "recovery_acks": k.recovery_acks,
+            "recovery_over_budget": k.recovery_over_budget,
+        },
         "underlay_drops": drops_json(engine.underlay_drops()),
         "probe_replies_malformed": engine.probe_malformed(),
         "switches": switches,

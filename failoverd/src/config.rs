@@ -284,6 +284,16 @@ struct RawClient {
     policy: String,
     #[serde(default = "default_true")]
     failback: bool,
+    #[serde(default)]
+    local_address: Vec<String>,
+    #[serde(default = "default_flow_table_size")]
+    flow_table_size: usize,
+    #[serde(default = "default_true")]
+    switch_recovery: bool,
+}
+
+fn default_flow_table_size() -> usize {
+    65_536
 }
 
 #[derive(Debug, Deserialize)]
@@ -400,6 +410,45 @@ pub struct ClientConfig {
     pub probe: ProbeConfig,
     /// path selection
     pub policy: Policy,
+    /// the address the TUN carries instead of the stable one, per family (mapped both ways)
+    pub local_v4: Option<Ipv4Addr>,
+    /// likewise, IPv6
+    pub local_v6: Option<Ipv6Addr>,
+    /// flow table cap
+    pub flow_table_size: usize,
+    /// switch-over recovery of live TCP flows
+    pub switch_recovery: bool,
+}
+
+/// Reads a list of at most one IPv4 and one IPv6 address.
+fn parse_address_pair(
+    ctx: &Ctx<'_>,
+    key: &str,
+    list: &[String],
+) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), ConfigError> {
+    let (mut v4, mut v6) = (None, None);
+    for (i, text) in list.iter().enumerate() {
+        let key = format!("{key}[{i}]");
+        match text.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) if v4.is_none() => v4 = Some(a),
+            Ok(IpAddr::V6(a)) if v6.is_none() => v6 = Some(a),
+            Ok(_) => {
+                return Err(ctx.err(
+                    key,
+                    "a second address of the same family",
+                    "give at most one IPv4 and one IPv6 address",
+                ))
+            }
+            Err(_) => {
+                return Err(ctx.err(
+                    key,
+                    format!("'{text}' is not an IP address"),
+                    "write a bare address, e.g. 100.96.0.2 (no /len)",
+                ))
+            }
+        }
+    }
+    Ok((v4, v6))
 }
 
 impl ClientConfig {
@@ -414,7 +463,6 @@ impl ClientConfig {
         let ctx = Ctx { file };
         let c = raw.client;
         check_interface(&ctx, "client.interface", &c.interface)?;
-        let (mut v4, mut v6) = (None, None);
         if c.stable_address.is_empty() {
             return Err(ctx.err(
                 "client.stable_address",
@@ -422,26 +470,22 @@ impl ClientConfig {
                 "give the client's stable inner address, e.g. [\"100.96.0.2\", \"fd00:96::2\"]",
             ));
         }
-        for (i, text) in c.stable_address.iter().enumerate() {
-            let key = format!("client.stable_address[{i}]");
-            match text.parse::<IpAddr>() {
-                Ok(IpAddr::V4(a)) if v4.is_none() => v4 = Some(a),
-                Ok(IpAddr::V6(a)) if v6.is_none() => v6 = Some(a),
-                Ok(_) => {
-                    return Err(ctx.err(
-                        key,
-                        "a second address of the same family",
-                        "give at most one IPv4 and one IPv6 stable address",
-                    ))
-                }
-                Err(_) => {
-                    return Err(ctx.err(
-                        key,
-                        format!("'{text}' is not an IP address"),
-                        "write a bare address, e.g. 100.96.0.2 (no /len)",
-                    ))
-                }
-            }
+        let (v4, v6) = parse_address_pair(&ctx, "client.stable_address", &c.stable_address)?;
+        let (local_v4, local_v6) =
+            parse_address_pair(&ctx, "client.local_address", &c.local_address)?;
+        if (local_v4.is_some() && v4.is_none()) || (local_v6.is_some() && v6.is_none()) {
+            return Err(ctx.err(
+                "client.local_address",
+                "has a family with no stable address to map to",
+                "give a client.stable_address of each family in client.local_address",
+            ));
+        }
+        if !(64..=4_194_304).contains(&c.flow_table_size) {
+            return Err(ctx.err(
+                "client.flow_table_size",
+                format!("{} is out of range", c.flow_table_size),
+                "use 64-4194304 (each tracked flow costs about 250 bytes)",
+            ));
         }
         let routes = parse_prefixes(&ctx, "client.routes", &c.routes)?;
         let private_key = read_key(&ctx, "client.private_key_file", &c.private_key_file)?;
@@ -567,6 +611,10 @@ impl ClientConfig {
             datacenters,
             probe,
             policy,
+            local_v4,
+            local_v6,
+            flow_table_size: c.flow_table_size,
+            switch_recovery: c.switch_recovery,
         })
     }
 }

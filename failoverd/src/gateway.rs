@@ -105,21 +105,15 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
                 counters.send_errors += 1;
             }
         }
-        while let Some(event) = gateway.poll_event() {
-            let done = carry_out(
-                event,
-                &claimable,
-                &names,
-                &mut takeover,
-                &mut reannounce,
-                &mut counters,
-            )
-            .await;
-            if let (false, GatewayEvent::Claim(peer)) = (done, event) {
-                // the client's next Active probe tries again
-                gateway.claim_failed(peer);
-            }
-        }
+        carry_out_all(
+            &mut gateway,
+            &claimable,
+            &names,
+            &mut takeover,
+            &mut reannounce,
+            &mut counters,
+        )
+        .await;
         let now = clock::now();
         reannounce.retain(|(at, peer, addr)| {
             if *at > now {
@@ -164,7 +158,11 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
                         }
                     }
                     Outcome::Transmit(t) => {
-                        if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
+                        // A probe that asked for a claim is answered after the claim: the
+                        // client takes the answer to mean the return path is in place.
+                        let (to, reply) = (t.to, t.datagram.to_vec());
+                        carry_out_all(&mut gateway, &claimable, &names, &mut takeover, &mut reannounce, &mut counters).await;
+                        if socket.send_to(&reply, net::for_socket(to, dual_stack)).await.is_err() {
                             counters.send_errors += 1;
                         }
                         while let Some(t) = gateway.poll_transmit(&mut out) {
@@ -212,6 +210,24 @@ struct Counters {
     claims: u64,
     releases: u64,
     claim_errors: u64,
+}
+
+/// Carries out every pending claim change.
+async fn carry_out_all(
+    gateway: &mut Gateway,
+    claimable: &[Vec<IpAddr>],
+    names: &[String],
+    takeover: &mut Takeover,
+    reannounce: &mut Vec<(Instant, PeerId, IpAddr)>,
+    counters: &mut Counters,
+) {
+    while let Some(event) = gateway.poll_event() {
+        let done = carry_out(event, claimable, names, takeover, reannounce, counters).await;
+        if let (false, GatewayEvent::Claim(peer)) = (done, event) {
+            // the client's next Active probe tries again
+            gateway.claim_failed(peer);
+        }
+    }
 }
 
 async fn carry_out(

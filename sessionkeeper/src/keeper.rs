@@ -599,3 +599,197 @@ impl Octets {
         self.0.get(..self.1).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const LOCAL: [u8; 4] = [10, 200, 0, 2];
+    const STABLE: [u8; 4] = [100, 96, 0, 2];
+    const SERVER: [u8; 4] = [198, 19, 0, 100];
+
+    /// An IPv4 TCP segment with a timestamp option, checksums computed from scratch.
+    fn tcp(
+        src: [u8; 4],
+        dst: [u8; 4],
+        ports: (u16, u16),
+        seq: u32,
+        ack: u32,
+        fl: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let hl = 20 + 32;
+        let len = hl + payload.len();
+        let mut p = vec![0u8; len];
+        p[0] = 0x45;
+        p[1] = 0x02; // ECT(0)
+        p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = PROTO_TCP;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p[20..22].copy_from_slice(&ports.0.to_be_bytes());
+        p[22..24].copy_from_slice(&ports.1.to_be_bytes());
+        p[24..28].copy_from_slice(&seq.to_be_bytes());
+        p[28..32].copy_from_slice(&ack.to_be_bytes());
+        p[32] = 8 << 4;
+        p[33] = fl;
+        p[34..36].copy_from_slice(&501u16.to_be_bytes());
+        p[40..52].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9]);
+        p[52..].copy_from_slice(payload);
+        let c = checksum::finish(checksum::sum(&p[..20]));
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        let acc = checksum::pseudo_header(&src, &dst, PROTO_TCP, len - 20);
+        let c = checksum::finish(checksum::fold(checksum::add(acc, &p[20..])));
+        p[36..38].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    fn valid(p: &[u8]) -> bool {
+        let acc = checksum::pseudo_header(&p[12..16], &p[16..20], PROTO_TCP, p.len() - 20);
+        checksum::verifies(checksum::add(0, &p[..20]))
+            && checksum::verifies(checksum::add(acc, &p[20..]))
+    }
+
+    fn keeper(recovery: bool) -> Keeper {
+        let stable = StableAddresses {
+            v4: Some(Ipv4Addr::from(STABLE)),
+            v6: None,
+        };
+        let mut c = KeeperConfig::new(stable, 1420);
+        c.local = StableAddresses {
+            v4: Some(Ipv4Addr::from(LOCAL)),
+            v6: None,
+        };
+        c.recovery = recovery;
+        Keeper::new(c)
+    }
+
+    #[test]
+    fn a_switch_resends_the_newest_unacked_segment_then_an_ack() {
+        #[allow(clippy::disallowed_methods)] // base of a virtual clock
+        let t0 = Instant::now();
+        let mut k = keeper(true);
+        let ports = (40000, 5201);
+        let mut out = tcp(
+            LOCAL,
+            SERVER,
+            ports,
+            1000,
+            5000,
+            flags::ACK | flags::PSH,
+            &[7; 100],
+        );
+        assert_eq!(k.outbound(t0, &mut out, 0), Ok(out.len()));
+        assert_eq!(&out[12..16], &STABLE);
+        assert!(valid(&out));
+        let mut newest = tcp(
+            LOCAL,
+            SERVER,
+            ports,
+            1100,
+            5000,
+            flags::ACK | flags::PSH,
+            &[8; 100],
+        );
+        k.outbound(t0, &mut newest, 0).unwrap();
+        // the server acknowledged the first segment only
+        let mut ack = tcp(SERVER, STABLE, (5201, 40000), 5000, 1100, flags::ACK, &[]);
+        k.inbound(t0, &mut ack).unwrap();
+        assert_eq!(&ack[16..20], &LOCAL);
+        assert!(valid(&ack));
+
+        assert_eq!(k.on_switch(t0 + Duration::from_millis(90), 0), 1);
+        let mut buf = Vec::new();
+        assert!(k.poll_recovery(&mut buf));
+        assert_eq!(buf, newest, "the newest segment, verbatim");
+        assert!(k.poll_recovery(&mut buf));
+        assert_eq!(buf.len(), 52, "a pure ACK");
+        assert!(valid(&buf));
+        assert_eq!(
+            &buf[24..28],
+            &1200u32.to_be_bytes(),
+            "sequence past the payload"
+        );
+        assert_eq!(&buf[28..32], &5000u32.to_be_bytes());
+        assert_eq!(buf[1], 0x02, "ECN bits untouched");
+        assert_eq!(&buf[40..52], &newest[40..52], "options untouched");
+        assert!(!k.poll_recovery(&mut buf));
+        let s = k.stats();
+        assert_eq!((s.recovery_segments, s.recovery_acks), (1, 1));
+    }
+
+    #[test]
+    fn acknowledged_idle_or_closed_flows_are_not_resent() {
+        #[allow(clippy::disallowed_methods)] // base of a virtual clock
+        let t0 = Instant::now();
+        let mut k = keeper(true);
+        let mut seg = tcp(LOCAL, SERVER, (1, 2), 1000, 5000, flags::ACK, &[7; 10]);
+        k.outbound(t0, &mut seg, 0).unwrap();
+        let mut ack = tcp(SERVER, STABLE, (2, 1), 5000, 1010, flags::ACK, &[]);
+        k.inbound(t0, &mut ack).unwrap();
+        assert_eq!(k.on_switch(t0, 0), 1);
+        let mut buf = Vec::new();
+        assert!(k.poll_recovery(&mut buf));
+        assert_eq!(buf.len(), 52, "only the ACK: the data was acknowledged");
+        assert!(!k.poll_recovery(&mut buf));
+        // idle for longer than RECENT, or on another tunnel: nothing
+        assert_eq!(k.on_switch(t0 + RECENT + Duration::from_millis(1), 0), 0);
+        assert_eq!(k.on_switch(t0, 1), 0);
+        // closing: nothing
+        let mut fin = tcp(
+            LOCAL,
+            SERVER,
+            (1, 2),
+            1010,
+            5000,
+            flags::ACK | flags::FIN,
+            &[],
+        );
+        k.outbound(t0, &mut fin, 0).unwrap();
+        assert_eq!(k.on_switch(t0, 0), 0);
+        // recovery off: nothing
+        let mut off = keeper(false);
+        let mut seg = tcp(LOCAL, SERVER, (1, 2), 1000, 5000, flags::ACK, &[7; 10]);
+        off.outbound(t0, &mut seg, 0).unwrap();
+        assert_eq!(off.on_switch(t0, 0), 0);
+    }
+
+    #[test]
+    fn a_retransmission_does_not_replace_the_newest_segment() {
+        #[allow(clippy::disallowed_methods)] // base of a virtual clock
+        let t0 = Instant::now();
+        let mut k = keeper(true);
+        let mut a = tcp(LOCAL, SERVER, (1, 2), 1000, 5000, flags::ACK, &[1; 10]);
+        let mut b = tcp(LOCAL, SERVER, (1, 2), 1010, 5000, flags::ACK, &[2; 10]);
+        let mut again = a.clone();
+        k.outbound(t0, &mut a, 0).unwrap();
+        k.outbound(t0, &mut b, 0).unwrap();
+        k.outbound(t0, &mut again, 0).unwrap();
+        k.on_switch(t0, 0);
+        let mut buf = Vec::new();
+        assert!(k.poll_recovery(&mut buf));
+        assert_eq!(buf, b);
+    }
+
+    #[test]
+    fn foreign_sources_and_destinations_are_refused_and_counted() {
+        #[allow(clippy::disallowed_methods)] // base of a virtual clock
+        let t0 = Instant::now();
+        let mut k = keeper(true);
+        let mut p = tcp([10, 200, 0, 3], SERVER, (1, 2), 0, 0, flags::ACK, &[]);
+        assert_eq!(k.outbound(t0, &mut p, 0), Err(Drop::SourceNotLocal));
+        let mut p = tcp(SERVER, [100, 96, 0, 3], (1, 2), 0, 0, flags::ACK, &[]);
+        assert_eq!(k.inbound(t0, &mut p), Err(Drop::NotForUs));
+        let mut p = tcp(LOCAL, SERVER, (1, 2), 0, 0, flags::ACK, &[]);
+        p[32] = 0x40; // data offset 16
+        assert_eq!(
+            k.outbound(t0, &mut p, 0),
+            Err(Drop::Malformed(Malformed::BadTcpOffset))
+        );
+        let s = k.stats();
+        assert_eq!((s.source_not_local, s.not_for_us), (1, 1));
+        assert_eq!(s.malformed.iter().sum::<u64>(), 1);
+    }
+}

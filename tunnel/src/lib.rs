@@ -69,7 +69,7 @@ pub enum Outcome<'a> {
     /// Send this datagram; then drain [`Tunnel::poll_transmit`].
     Transmit(Transmit<'a>),
     /// Deliver this validated inner packet to the local side (TUN or guest).
-    Deliver(&'a [u8]),
+    Deliver(&'a mut [u8]),
     /// The input was dropped for this reason, and counted.
     Dropped(DropReason),
 }
@@ -121,6 +121,9 @@ drop_reasons! {
     NoEndpoint => "no_endpoint",
     /// a packet to the tunnel whose destination no peer's allowed IPs cover
     NoRoute => "no_route",
+    /// a decrypted packet the client's session keeper refused (not for a stable address, or
+    /// malformed in its transport header): the keeper counts why
+    InnerRefused => "inner_refused",
     /// an output buffer too small for the input (a caller bug, caught before boringtun panics)
     BufferTooSmall => "buffer_too_small",
 }

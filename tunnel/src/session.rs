@@ -270,15 +270,16 @@ impl Tunnel {
             }
             TunnResult::WriteToTunnelV4(packet, _) | TunnResult::WriteToTunnelV6(packet, _) => {
                 self.authenticated(now, from);
-                match InnerPacket::parse(packet) {
-                    Err(_) => self.drop_with(DropReason::InnerMalformed),
-                    Ok(inner) if !self.allowed_ips.contains(inner.src) => {
-                        self.drop_with(DropReason::InnerSourceNotAllowed)
-                    }
-                    Ok(inner) => match packet.get(..inner.len) {
-                        Some(p) => Outcome::Deliver(p),
-                        None => self.drop_with(DropReason::InnerMalformed),
-                    },
+                let (len, src) = match InnerPacket::parse(packet) {
+                    Err(_) => return self.drop_with(DropReason::InnerMalformed),
+                    Ok(inner) => (inner.len, inner.src),
+                };
+                if !self.allowed_ips.contains(src) {
+                    return self.drop_with(DropReason::InnerSourceNotAllowed);
+                }
+                match packet.get_mut(..len) {
+                    Some(p) => Outcome::Deliver(p),
+                    None => self.drop_with(DropReason::InnerMalformed),
                 }
             }
         }
@@ -290,6 +291,12 @@ impl Tunnel {
             tracing::debug!(%from, "peer endpoint learnt from an authenticated datagram");
             self.endpoint = Some(from);
         }
+    }
+
+    /// Whether datagrams may be queued behind a completed handshake ([`Tunnel::poll_transmit`]
+    /// finds out).
+    pub fn has_queued(&self) -> bool {
+        self.flush_queued
     }
 
     /// The next datagram boringtun queued behind a completed handshake, if any. Call until
