@@ -5,7 +5,10 @@
 //!
 //! ```text
 //! failover-bench [--injections N (20)] [--soak-secs S (0)] [--bytes B (60000000)]
+//!                [--recovery on|off|both (both)]
 //! ```
+//! With `both`, two labs run side by side — switch-over recovery on in one, off in the other —
+//! and injections alternate between them, so both see the same machine at the same time.
 //! Run as root after `cargo build --release --workspace`.
 
 use std::process::ExitCode;
@@ -21,6 +24,15 @@ fn arg(name: &str, default: u64) -> u64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+fn arg_str(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_owned())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -57,120 +69,186 @@ fn health(fl: &FailoverLab, dc: &str) -> String {
         .unwrap_or_default()
 }
 
+/// One lab and what was measured in it.
+struct Run {
+    mode: &'static str,
+    fl: FailoverLab,
+    detections: Vec<f64>,
+    silences: Vec<f64>,
+    stalls_down: Vec<f64>,
+    stalls_up: Vec<f64>,
+    survived: u64,
+    verified: u64,
+    corrupted: u64,
+    recovery_packets: u64,
+}
+
+fn recovery_packets(fl: &FailoverLab) -> u64 {
+    fl.client
+        .status()
+        .ok()
+        .and_then(|s| {
+            let k = s.get("sessionkeeper")?;
+            Some(k.get("recovery_segments")?.as_u64()? + k.get("recovery_acks")?.as_u64()?)
+        })
+        .unwrap_or(0)
+}
+
+fn inject(run: &mut Run, n: u64, bytes: u64, rng: &mut u64) -> std::io::Result<()> {
+    let fl = &run.fl;
+    let active = fl.active()?;
+    let (from_i, to) = if active == "dc1" {
+        (1, "dc2")
+    } else {
+        (2, "dc1")
+    };
+    let stream = spawn_stream(&fl.lab, &fl.topo.client, &format!("bench{n}"), bytes, n + 1)?;
+    fl.wait_flowing(10_000_000)?;
+    // a random phase against the 20 ms probe cadence
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    std::thread::sleep(Duration::from_micros(*rng % 40_000));
+    let before = fl.switches()?.len();
+    let injected = unix_millis();
+    blackhole(&fl.lab, fl.dc(from_i)?, Direction::Both)?;
+    let applied = unix_millis();
+    fl.wait_active(to, Duration::from_secs(10))?;
+    let report = stream.finish()?;
+    let sw = fl.switches()?.get(before).cloned();
+    let silent = sw.as_ref().and_then(|s| s.detection_ms).unwrap_or(f64::NAN);
+    let after_fault = sw
+        .as_ref()
+        .map_or(f64::NAN, |s| s.unix_ms.saturating_sub(applied) as f64);
+    let ok = report.ok && report.down.verified == bytes && report.up.verified_by_server == bytes;
+    run.survived += u64::from(ok);
+    run.verified += report.down.verified + report.up.verified_by_server;
+    run.corrupted += u64::from(report.down.corrupt_at.is_some() || report.up.corrupt_at.is_some());
+    let down = report.down.longest_stall_ms;
+    let up = report.up.server_longest_stall_ms.unwrap_or(f64::NAN);
+    println!(
+        "{}",
+        serde_json::json!({"injection": n, "recovery": run.mode, "from": active, "to": to,
+            "silent_ms": silent, "switch_after_rule_applied_ms": after_fault,
+            "nft_apply_ms": applied - injected, "stall_down_ms": down, "stall_up_ms": up,
+            "survived": ok})
+    );
+    run.silences.push(silent);
+    run.detections.push(after_fault);
+    run.stalls_down.push(down);
+    run.stalls_up.push(up);
+    heal(&fl.lab, fl.dc(from_i)?)?;
+    // Alive again is enough: after several failures in a row damping keeps it recovering
+    // (suppressed) for a while, and the selector still uses it when nothing better exists.
+    wait_until(
+        Duration::from_secs(15),
+        "the healed datacenter to be alive again",
+        || matches!(health(fl, &active).as_str(), "up" | "recovering"),
+    )
+}
+
+fn soak_run(fl: &FailoverLab, soak: u64) -> std::io::Result<usize> {
+    let active = fl.active()?;
+    let i = if active == "dc1" { 1 } else { 2 };
+    let before = fl.switches()?.len();
+    fl.lab.nft(
+        fl.dc(i)?,
+        &format!(
+            "table inet fo_fault {{\n chain in {{ type filter hook input priority 0; udp dport {WG_PORT} numgen random mod 100 < 5 drop; }}\n chain out {{ type filter hook output priority 0; udp sport {WG_PORT} numgen random mod 100 < 5 drop; }}\n}}\n"
+        ),
+    )?;
+    std::thread::sleep(Duration::from_secs(soak));
+    heal(&fl.lab, fl.dc(i)?)?;
+    let during = fl.switches()?;
+    for sw in during.iter().skip(before) {
+        eprintln!("soak switch: {sw:?}");
+    }
+    Ok(during.len().saturating_sub(before))
+}
+
+fn summary(run: &mut Run, soak: u64, false_switches: Option<usize>) -> serde_json::Value {
+    for v in [
+        &mut run.silences,
+        &mut run.detections,
+        &mut run.stalls_down,
+        &mut run.stalls_up,
+    ] {
+        v.sort_by(f64::total_cmp);
+    }
+    let mut worst: Vec<f64> = run
+        .stalls_down
+        .iter()
+        .zip(&run.stalls_up)
+        .map(|(a, b)| a.max(*b))
+        .collect();
+    worst.sort_by(f64::total_cmp);
+    let p = |v: &[f64]| serde_json::json!({"p50": percentile(v, 0.5), "p99": percentile(v, 0.99)});
+    serde_json::json!({
+        "summary": true,
+        "recovery": run.mode,
+        "injections": run.detections.len(),
+        "probe_interval_ms": 20,
+        "silent_at_declaration_ms": p(&run.silences),
+        "switch_after_rule_applied_ms": p(&run.detections),
+        "stall_down_ms": p(&run.stalls_down),
+        "stall_up_ms": p(&run.stalls_up),
+        "stall_worst_direction_ms": p(&worst),
+        "survived": run.survived,
+        "bytes_verified": run.verified,
+        "streams_corrupted": run.corrupted,
+        "recovery_packets_sent": recovery_packets(&run.fl).saturating_sub(run.recovery_packets),
+        "soak_secs": soak,
+        "false_switches": false_switches,
+    })
+}
+
 fn run() -> std::io::Result<()> {
     let injections = arg("--injections", 20);
     let soak = arg("--soak-secs", 0);
     let bytes = arg("--bytes", 60_000_000);
-    // no failback: each injection moves traffic from the active datacenter to the other one
-    let fl = FailoverLab::new("bench", 2, "failback = false\n")?;
-    let mut rng = unix_millis() | 1;
-    let (mut detections, mut silences, mut stalls_down, mut stalls_up) =
-        (vec![], vec![], vec![], vec![]);
-    let (mut survived, mut verified, mut corrupted) = (0u64, 0u64, 0u64);
-    for n in 0..injections {
-        let active = fl.active()?;
-        let (from_i, to) = if active == "dc1" {
-            (1, "dc2")
-        } else {
-            (2, "dc1")
-        };
-        let stream = spawn_stream(&fl.lab, &fl.topo.client, &format!("bench{n}"), bytes, n + 1)?;
-        fl.wait_flowing(10_000_000)?;
-        // a random phase against the 20 ms probe cadence
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_micros(rng % 40_000));
-        let before = fl.switches()?.len();
-        let injected = unix_millis();
-        blackhole(&fl.lab, fl.dc(from_i)?, Direction::Both)?;
-        let applied = unix_millis();
-        fl.wait_active(to, Duration::from_secs(10))?;
-        let report = stream.finish()?;
-        let sw = fl.switches()?.get(before).cloned();
-        let silent = sw.as_ref().and_then(|s| s.detection_ms).unwrap_or(f64::NAN);
-        let after_fault = sw
-            .as_ref()
-            .map_or(f64::NAN, |s| s.unix_ms.saturating_sub(applied) as f64);
-        let ok =
-            report.ok && report.down.verified == bytes && report.up.verified_by_server == bytes;
-        survived += u64::from(ok);
-        verified += report.down.verified + report.up.verified_by_server;
-        corrupted += u64::from(report.down.corrupt_at.is_some() || report.up.corrupt_at.is_some());
-        let down = report.down.longest_stall_ms;
-        let up = report.up.server_longest_stall_ms.unwrap_or(f64::NAN);
-        println!(
-            "{}",
-            serde_json::json!({"injection": n, "from": active, "to": to, "silent_ms": silent,
-                "switch_after_rule_applied_ms": after_fault, "nft_apply_ms": applied - injected,
-                "stall_down_ms": down, "stall_up_ms": up, "survived": ok})
-        );
-        silences.push(silent);
-        detections.push(after_fault);
-        stalls_down.push(down);
-        stalls_up.push(up);
-        heal(&fl.lab, fl.dc(from_i)?)?;
-        // Alive again is enough: after several failures in a row damping keeps it recovering
-        // (suppressed) for a while, and the selector still uses it when nothing better exists.
-        wait_until(
-            Duration::from_secs(15),
-            "the healed datacenter to be alive again",
-            || matches!(health(&fl, &active).as_str(), "up" | "recovering"),
-        )?;
-    }
-    let mut false_switches = None;
-    if soak > 0 {
-        let active = fl.active()?;
-        let i = if active == "dc1" { 1 } else { 2 };
-        let before = fl.switches()?.len();
-        fl.lab.nft(
-            fl.dc(i)?,
-            &format!(
-                "table inet fo_fault {{\n chain in {{ type filter hook input priority 0; udp dport {WG_PORT} numgen random mod 100 < 5 drop; }}\n chain out {{ type filter hook output priority 0; udp sport {WG_PORT} numgen random mod 100 < 5 drop; }}\n}}\n"
-            ),
-        )?;
-        std::thread::sleep(Duration::from_secs(soak));
-        heal(&fl.lab, fl.dc(i)?)?;
-        let during = fl.switches()?;
-        for sw in during.iter().skip(before) {
-            eprintln!("soak switch: {sw:?}");
+    let modes: &[&'static str] = match arg_str("--recovery", "both").as_str() {
+        "on" => &["on"],
+        "off" => &["off"],
+        "both" => &["on", "off"],
+        other => {
+            return Err(std::io::Error::other(format!(
+                "--recovery {other}: use on, off or both"
+            )))
         }
-        false_switches = Some(during.len().saturating_sub(before));
-    }
-    for v in [
-        &mut silences,
-        &mut detections,
-        &mut stalls_down,
-        &mut stalls_up,
-    ] {
-        v.sort_by(f64::total_cmp);
-    }
-    let stall_worst: Vec<f64> = {
-        let mut w: Vec<f64> = stalls_down
-            .iter()
-            .zip(&stalls_up)
-            .map(|(a, b)| a.max(*b))
-            .collect();
-        w.sort_by(f64::total_cmp);
-        w
     };
-    println!(
-        "{}",
-        serde_json::json!({
-            "summary": true,
-            "injections": injections,
-            "probe_interval_ms": 20,
-            "silent_at_declaration_ms": {"p50": percentile(&silences, 0.5), "p99": percentile(&silences, 0.99)},
-            "switch_after_rule_applied_ms": {"p50": percentile(&detections, 0.5), "p99": percentile(&detections, 0.99)},
-            "stall_down_ms": {"p50": percentile(&stalls_down, 0.5), "p99": percentile(&stalls_down, 0.99)},
-            "stall_up_ms": {"p50": percentile(&stalls_up, 0.5), "p99": percentile(&stalls_up, 0.99)},
-            "stall_worst_direction_ms": {"p50": percentile(&stall_worst, 0.5), "p99": percentile(&stall_worst, 0.99)},
-            "survived": survived,
-            "bytes_verified": verified,
-            "streams_corrupted": corrupted,
-            "soak_secs": soak,
-            "false_switches": false_switches,
-        })
-    );
+    let mut runs = Vec::new();
+    for mode in modes {
+        // no failback: each injection moves traffic from the active datacenter to the other one
+        let cfg = format!("failback = false\nswitch_recovery = {}\n", *mode == "on");
+        let fl = FailoverLab::new(&format!("bench{mode}"), 2, &cfg)?;
+        let recovery_packets = recovery_packets(&fl);
+        runs.push(Run {
+            mode,
+            fl,
+            detections: vec![],
+            silences: vec![],
+            stalls_down: vec![],
+            stalls_up: vec![],
+            survived: 0,
+            verified: 0,
+            corrupted: 0,
+            recovery_packets,
+        });
+    }
+    let mut rng = unix_millis() | 1;
+    for n in 0..injections {
+        for run in &mut runs {
+            inject(run, n, bytes, &mut rng)?;
+        }
+    }
+    // the soak runs in the first lab (recovery on when it runs)
+    let mut false_switches = None;
+    if let (true, Some(first)) = (soak > 0, runs.first()) {
+        false_switches = Some(soak_run(&first.fl, soak)?);
+    }
+    for (i, run) in runs.iter_mut().enumerate() {
+        let fs = if i == 0 { false_switches } else { None };
+        println!("{}", summary(run, soak, fs));
+    }
     Ok(())
 }
