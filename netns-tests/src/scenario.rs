@@ -128,6 +128,33 @@ pub fn start_gateway(
     inner_v6: &str,
     return_path: ReturnPath,
 ) -> Result<Running> {
+    start_gateway_mtu(
+        lab,
+        ns,
+        name,
+        key,
+        client_public,
+        (inner_v4, inner_v6),
+        return_path,
+        DEFAULT_MTU,
+    )
+}
+
+/// The tunnel MTU the lab uses unless a test says otherwise.
+pub const DEFAULT_MTU: u16 = 1420;
+
+/// [`start_gateway`] with a tunnel MTU.
+#[allow(clippy::too_many_arguments)]
+pub fn start_gateway_mtu(
+    lab: &Lab,
+    ns: &Ns,
+    name: &str,
+    key: &KeyPair,
+    client_public: &str,
+    (inner_v4, inner_v6): (&str, &str),
+    return_path: ReturnPath,
+    mtu: u16,
+) -> Result<Running> {
     let control = lab.dir().join(format!("{name}.sock"));
     let config = lab.dir().join(format!("{name}.toml"));
     let return_path = match return_path {
@@ -143,7 +170,7 @@ listen_port = {WG_PORT}
 address = ["{inner_v4}/32", "{inner_v6}/128"]
 interface = "fogw0"
 inside_interface = "in0"
-mtu = 1420
+mtu = {mtu}
 control_socket = "{control}"
 
 [[client]]
@@ -181,20 +208,30 @@ pub fn start_gateways(
     topo: &Topology,
     client_public: &str,
 ) -> Result<(Vec<KeyPair>, Vec<Running>)> {
+    start_gateways_mtu(lab, topo, client_public, &[])
+}
+
+/// [`start_gateways`] with per-datacenter MTUs (missing ones are [`DEFAULT_MTU`]).
+pub fn start_gateways_mtu(
+    lab: &Lab,
+    topo: &Topology,
+    client_public: &str,
+    mtus: &[u16],
+) -> Result<(Vec<KeyPair>, Vec<Running>)> {
     let mut keys = Vec::new();
     let mut running = Vec::new();
     for (i, ns) in topo.dcs.iter().enumerate() {
         let name = format!("dc{}", i + 1);
         let key = keypair(lab, &name)?;
-        running.push(start_gateway(
+        running.push(start_gateway_mtu(
             lab,
             ns,
             &name,
             &key,
             client_public,
-            "100.96.0.1",
-            "fd00:96::1",
+            ("100.96.0.1", "fd00:96::1"),
             ReturnPath::Claim,
+            mtus.get(i).copied().unwrap_or(DEFAULT_MTU),
         )?);
         keys.push(key);
     }
@@ -214,6 +251,8 @@ pub struct DcEntry {
     pub probe: &'static str,
     /// the probe target inside the tunnel
     pub probe_address: String,
+    /// tunnel MTU
+    pub mtu: u16,
 }
 
 impl DcEntry {
@@ -225,6 +264,7 @@ impl DcEntry {
             public: public.to_owned(),
             probe: "gateway",
             probe_address: "100.96.0.1".into(),
+            mtu: DEFAULT_MTU,
         }
     }
 }
@@ -258,8 +298,8 @@ control_socket = "{control}"
     text.push_str(extra_client_config);
     for dc in dcs {
         text.push_str(&format!(
-            "\n[[datacenter]]\nname = \"{}\"\nendpoint = \"{}\"\npublic_key = \"{}\"\nmtu = 1420\nprobe = \"{}\"\nprobe_address = \"{}\"\n",
-            dc.name, dc.endpoint, dc.public, dc.probe, dc.probe_address
+            "\n[[datacenter]]\nname = \"{}\"\nendpoint = \"{}\"\npublic_key = \"{}\"\nmtu = {}\nprobe = \"{}\"\nprobe_address = \"{}\"\n",
+            dc.name, dc.endpoint, dc.public, dc.mtu, dc.probe, dc.probe_address
         ));
     }
     std::fs::write(&config, text)?;
@@ -626,15 +666,28 @@ pub struct FailoverLab {
 impl FailoverLab {
     /// Builds it and waits until dc1 claims the client.
     pub fn new(test: &str, n: usize, extra_client_config: &str) -> Result<Self> {
+        Self::with_mtus(test, n, extra_client_config, &[])
+    }
+
+    /// [`FailoverLab::new`] with per-datacenter tunnel MTUs (missing ones are [`DEFAULT_MTU`]).
+    pub fn with_mtus(
+        test: &str,
+        n: usize,
+        extra_client_config: &str,
+        mtus: &[u16],
+    ) -> Result<Self> {
         let mut lab = Lab::new(test)?;
         let topo = Topology::build(&mut lab, n)?;
         let client_key = keypair(&lab, "client")?;
-        let (keys, gateways) = start_gateways(&lab, &topo, &client_key.public)?;
+        let (keys, gateways) = start_gateways_mtu(&lab, &topo, &client_key.public, mtus)?;
         server_onlink_routes(&lab, &topo)?;
         let dcs: Vec<DcEntry> = keys
             .iter()
             .enumerate()
-            .map(|(i, k)| DcEntry::failoverd(i + 1, &k.public))
+            .map(|(i, k)| DcEntry {
+                mtu: mtus.get(i).copied().unwrap_or(DEFAULT_MTU),
+                ..DcEntry::failoverd(i + 1, &k.public)
+            })
             .collect();
         let client = start_client_with(&lab, &topo.client, &client_key, &dcs, extra_client_config)?;
         if let Some(first) = gateways.first() {

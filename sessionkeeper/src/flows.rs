@@ -110,7 +110,7 @@ pub struct Flow {
     /// the tunnel (datacenter index) its last outbound packet took
     pub last_tunnel: usize,
     /// TCP only
-    pub tcp: Option<TcpState>,
+    pub tcp: Option<Box<TcpState>>,
 }
 
 impl Flow {
@@ -229,11 +229,18 @@ impl FlowTable {
         self.ends(List::Protected).len
     }
 
-    /// Heap bytes held by the table and its flows' buffers: an upper estimate from capacities.
+    /// Heap bytes held by the table and its flows' buffers: an estimate from capacities (walks
+    /// the table: for status, not per packet).
     pub fn memory_bytes(&self) -> usize {
         let entry = std::mem::size_of::<(FlowKey, u32)>() + std::mem::size_of::<u64>();
+        let tcp_flows = self
+            .slots
+            .iter()
+            .filter(|s| s.flow.as_ref().is_some_and(|f| f.tcp.is_some()))
+            .count();
         self.map.capacity() * entry
             + self.slots.capacity() * std::mem::size_of::<Slot>()
+            + tcp_flows * std::mem::size_of::<TcpState>()
             + self.free.capacity() * std::mem::size_of::<u32>()
             + self.buffer_bytes()
     }
@@ -325,7 +332,7 @@ impl FlowTable {
             packets_out: 0,
             packets_in: 0,
             last_tunnel: 0,
-            tcp: is_tcp.then(TcpState::default),
+            tcp: is_tcp.then(Box::default),
         };
         let idx = match self.free.pop() {
             Some(i) => {
@@ -380,7 +387,7 @@ impl FlowTable {
     fn remove(&mut self, i: u32) {
         self.unlink(i);
         if let Some(flow) = self.slots.get_mut(i as usize).and_then(|s| s.flow.take()) {
-            let held = flow.tcp.as_ref().map_or(0, TcpState::buffer_bytes);
+            let held = flow.tcp.as_ref().map_or(0, |t| t.buffer_bytes());
             self.buffered = self.buffered.saturating_sub(held);
             self.map.remove(&flow.key);
             self.free.push(i);
