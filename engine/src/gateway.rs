@@ -132,6 +132,11 @@ impl Gateway {
         self.echo.last_heard(peer.0)
     }
 
+    /// Whether `peer` still probes at its usual pace (see `EchoResponder::still_probing`).
+    pub fn still_probing(&self, peer: PeerId, now: Instant) -> bool {
+        self.echo.still_probing(peer.0, now)
+    }
+
     /// Refused probe requests.
     pub fn refusals(&self) -> ProbeRefusals {
         self.refusals

@@ -393,7 +393,12 @@ impl Engine {
             self.recovery = None;
             return None;
         }
-        match self.dcs.get_mut(r.dc)?.tunnel.encapsulate(&self.recovery_buf, out) {
+        match self
+            .dcs
+            .get_mut(r.dc)?
+            .tunnel
+            .encapsulate(&self.recovery_buf, out)
+        {
             Outcome::Transmit(t) => Some(t),
             _ => None,
         }

@@ -224,11 +224,12 @@ fn log_event(engine: &Engine, event: &Event, switches: &mut Vec<serde_json::Valu
 fn status(engine: &Engine, send_errors: u64, switches: &[serde_json::Value]) -> serde_json::Value {
     let k = engine.keeper_stats();
     let (flows, flow_cap) = engine.flows();
-    let malformed: serde_json::Map<String, serde_json::Value> = sessionkeeper::parse::Malformed::ALL
-        .iter()
-        .zip(k.malformed)
-        .map(|(m, n)| (m.label().to_owned(), n.into()))
-        .collect();
+    let malformed: serde_json::Map<String, serde_json::Value> =
+        sessionkeeper::parse::Malformed::ALL
+            .iter()
+            .zip(k.malformed)
+            .map(|(m, n)| (m.label().to_owned(), n.into()))
+            .collect();
     let datacenters: Vec<_> = engine
         .status()
         .into_iter()

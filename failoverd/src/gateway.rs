@@ -23,9 +23,9 @@ use crate::{clock, drops_json, net, Shutdown, BUFFER_LEN};
 
 /// Announcements are repeated after a claim, in case one is lost on the segment.
 const REANNOUNCE: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
-/// A repeat is sent only if the client probed this recently: a gateway that lost its client
-/// must not pull the return path back from the gateway the client moved to.
-const REANNOUNCE_FRESHNESS: Duration = Duration::from_millis(200);
+// A repeat is sent only while the client still probes at its usual pace
+// (`Gateway::still_probing`): a gateway that lost its client must not pull the return path
+// back from the gateway the client moved to.
 
 /// Runs the gateway until `shutdown` fires.
 pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Result<()> {
@@ -119,9 +119,7 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
             if *at > now {
                 return true;
             }
-            let fresh = gateway
-                .last_probe(*peer)
-                .is_some_and(|t| now.saturating_duration_since(t) <= REANNOUNCE_FRESHNESS);
+            let fresh = gateway.still_probing(*peer, now);
             if fresh && gateway.claimed(*peer) && takeover.is_claimed(*addr) {
                 let _ = takeover.announce(*addr);
             }

@@ -60,6 +60,8 @@ struct ClientState {
     nonce: Option<u64>,
     last_seq: u64,
     last_heard: Option<Instant>,
+    /// smoothed time between fresh requests
+    spacing: Option<Duration>,
     claimed: bool,
     /// smallest (local µs − sent µs) seen for this nonce
     min_offset_us: Option<i128>,
@@ -92,6 +94,22 @@ impl EchoResponder {
     /// When client `i` last sent a fresh request.
     pub fn last_heard(&self, client: usize) -> Option<Instant> {
         self.clients.get(client).and_then(|c| c.last_heard)
+    }
+
+    /// Whether client `i` is still probing at its usual pace: heard within three of its
+    /// smoothed request spacings (at least 15 ms, at most 200 ms). A gateway that has lost its
+    /// client (the path broke, the client moved on) stops re-announcing at once, instead of
+    /// pulling the return path back from the gateway the client moved to.
+    pub fn still_probing(&self, client: usize, now: Instant) -> bool {
+        let Some(c) = self.clients.get(client) else {
+            return false;
+        };
+        let window = c
+            .spacing
+            .map_or(Duration::from_millis(200), |s| s * 3)
+            .clamp(Duration::from_millis(15), Duration::from_millis(200));
+        c.last_heard
+            .is_some_and(|h| now.saturating_duration_since(h) <= window)
     }
 
     /// Forgets a claim that could not be carried out, so the client's next Active request
@@ -142,6 +160,10 @@ impl EchoResponder {
         }
         c.min_offset_us = Some(reference);
         c.last_seq = msg.seq;
+        if let Some(h) = c.last_heard {
+            let gap = now.saturating_duration_since(h).min(Duration::from_secs(1));
+            c.spacing = Some(c.spacing.map_or(gap, |s| (s * 7 + gap) / 8));
+        }
         c.last_heard = Some(now);
         let wanted = match (msg.intent, c.claimed) {
             (Intent::Active, false) => Some(ClaimChange::Claim),
@@ -251,6 +273,25 @@ mod tests {
         e.handle_timeout(ms(2400), |i| released.push(i));
         assert_eq!(released, vec![0]);
         assert!(!e.claimed(0));
+    }
+
+    #[test]
+    fn a_client_that_stopped_probing_is_noticed_within_three_intervals() {
+        #[allow(clippy::disallowed_methods)] // base of a virtual clock
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut e = EchoResponder::new(1, Duration::from_secs(2));
+        assert!(!e.still_probing(0, ms(0)));
+        for k in 0..20u64 {
+            e.handle_request(ms(k * 20), 0, &req(Intent::Active, 1, k + 1, k * 20_000))
+                .unwrap();
+        }
+        // last request at 380 ms, every 20 ms before it
+        assert!(e.still_probing(0, ms(430)));
+        assert!(
+            !e.still_probing(0, ms(480)),
+            "100 ms of silence from a 20 ms prober: it is gone"
+        );
     }
 
     #[test]
