@@ -55,12 +55,18 @@ struct Sim {
     rng: u64,
     switches: Vec<(Duration, DcId, DcId, SwitchReason, Option<Duration>)>,
     claims: Vec<(Duration, usize, GatewayEvent)>,
+    /// packets gateways delivered to their inside network: (time, datacenter, packet)
+    inside: Vec<(Duration, usize, Vec<u8>)>,
     out: Vec<u8>,
     out2: Vec<u8>,
 }
 
 impl Sim {
     fn new(n: usize, seed: u64, policy: Policy) -> Self {
+        Self::with_recovery(n, seed, policy, true)
+    }
+
+    fn with_recovery(n: usize, seed: u64, policy: Policy, recovery: bool) -> Self {
         #[allow(clippy::disallowed_methods)] // the base of the virtual clock
         let t0 = Instant::now();
         let client_key = PrivateKey::generate();
@@ -109,7 +115,10 @@ impl Sim {
                 datacenters: dcs,
                 probe: ProbeConfig::default(),
                 policy,
-                keeper: KeeperConfig::new(StableAddresses::default(), 1420),
+                keeper: KeeperConfig {
+                    recovery,
+                    ..KeeperConfig::new(StableAddresses::default(), 1420)
+                },
             },
             t0,
         )
@@ -138,6 +147,7 @@ impl Sim {
             },
             switches: Vec::new(),
             claims: Vec::new(),
+            inside: Vec::new(),
             out: vec![0; 70_000],
             out2: vec![0; 70_000],
         }
@@ -274,10 +284,10 @@ impl Sim {
         } else {
             let mut replies = Vec::new();
             let gw = &mut self.gateways[f.dc].1;
-            if let Outcome::Transmit(t) =
-                gw.handle_datagram(now, CLIENT.parse().unwrap(), &f.bytes, &mut self.out2)
-            {
-                replies.push(t.datagram.to_vec());
+            match gw.handle_datagram(now, CLIENT.parse().unwrap(), &f.bytes, &mut self.out2) {
+                Outcome::Transmit(t) => replies.push(t.datagram.to_vec()),
+                Outcome::Deliver(p) => self.inside.push((now - self.t0, f.dc, p.to_vec())),
+                _ => {}
             }
             while let Some(t) = gw.poll_transmit(&mut self.out2) {
                 replies.push(t.datagram.to_vec());
@@ -675,4 +685,106 @@ fn a_recovering_active_tunnel_is_probed_fast_when_overdue() {
         flaps,
         "no flap while recovering under loss"
     );
+}
+
+/// An IPv4 TCP segment from the stable address to a server, checksums computed from scratch.
+fn tcp_segment(seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+    use sessionkeeper::checksum;
+    let len = 40 + payload.len();
+    let mut p = vec![0u8; len];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&[100, 96, 0, 2]);
+    p[16..20].copy_from_slice(&[198, 19, 0, 100]);
+    p[20..22].copy_from_slice(&40_000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&5_201u16.to_be_bytes());
+    p[24..28].copy_from_slice(&seq.to_be_bytes());
+    p[28..32].copy_from_slice(&ack.to_be_bytes());
+    p[32] = 5 << 4;
+    p[33] = 0x18; // PSH, ACK
+    p[34..36].copy_from_slice(&1_000u16.to_be_bytes());
+    p[40..].copy_from_slice(payload);
+    let c = checksum::finish(checksum::sum(&p[..20]));
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    let acc = checksum::pseudo_header(&p[12..16], &p[16..20], 6, len - 20);
+    let c = checksum::finish(checksum::fold(checksum::add(acc, &p[20..])));
+    p[36..38].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// The newest segment lost with dc1 reaches the inside network again through dc2, after dc2
+/// has claimed the stable address (so the server's answer comes back), followed by an ACK.
+fn recovery_run(recovery: bool) -> (Sim, Vec<u8>, Duration) {
+    let mut sim = Sim::with_recovery(2, 61, priority(), recovery);
+    sim.run_until(Duration::from_secs(2));
+    let mut out = vec![0u8; 70_000];
+    let mut first = tcp_segment(1_000, 9_000, &[1; 500]);
+    let t = sim
+        .client
+        .handle_local_packet(sim.now, &mut first, &mut out)
+        .unwrap()
+        .unwrap();
+    let d = t.datagram.to_vec();
+    sim.send(false, 0, d);
+    sim.run_until(Duration::from_millis(2_010));
+    assert!(sim.inside.iter().any(|(_, dc, p)| *dc == 0 && *p == first));
+    // dc1 fails; the next segment is lost with it
+    sim.links[0].black_up = true;
+    sim.links[0].black_down = true;
+    let mut lost = tcp_segment(1_500, 9_000, &[2; 500]);
+    let t = sim
+        .client
+        .handle_local_packet(sim.now, &mut lost, &mut out)
+        .unwrap()
+        .unwrap();
+    let d = t.datagram.to_vec();
+    sim.send(false, 0, d);
+    sim.run_until(Duration::from_millis(2_400));
+    let switched = sim.switches_after(Duration::ZERO)[0].0;
+    (sim, lost, switched)
+}
+
+#[test]
+fn switch_over_recovery_resends_through_the_new_gateway_after_its_claim() {
+    let (sim, lost, switched) = recovery_run(true);
+    let claimed = sim
+        .claims
+        .iter()
+        .find(|(_, dc, e)| *dc == 1 && matches!(e, GatewayEvent::Claim(_)))
+        .map(|c| c.0)
+        .expect("dc2 claims");
+    let resent: Vec<_> = sim.inside.iter().filter(|(_, dc, _)| *dc == 1).collect();
+    assert!(
+        resent.iter().any(|(_, _, p)| *p == lost),
+        "the lost segment, verbatim, through dc2"
+    );
+    let (at, _, _) = resent.iter().find(|(_, _, p)| *p == lost).unwrap();
+    assert!(
+        *at >= claimed && *at >= switched,
+        "resent at {at:?}, after the switch ({switched:?}) and dc2's claim ({claimed:?})"
+    );
+    assert!(
+        *at <= switched + Duration::from_millis(10),
+        "one round trip after the switch, not later: {at:?} vs {switched:?}"
+    );
+    let ack = resent
+        .iter()
+        .find(|(_, _, p)| p.len() == 40)
+        .expect("a pure ACK follows");
+    assert_eq!(
+        &ack.2[24..28],
+        &2_000u32.to_be_bytes(),
+        "past the lost payload"
+    );
+    let k = sim.client.keeper_stats();
+    assert_eq!((k.recovery_segments, k.recovery_acks), (1, 1));
+}
+
+#[test]
+fn without_recovery_nothing_is_resent() {
+    let (sim, _, _) = recovery_run(false);
+    assert!(sim.inside.iter().all(|(_, dc, _)| *dc == 0));
+    assert_eq!(sim.client.keeper_stats().recovery_segments, 0);
 }
