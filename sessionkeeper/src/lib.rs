@@ -13,6 +13,8 @@
 
 pub mod checksum;
 pub mod flows;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keeper;
 pub mod parse;
 pub mod rewrite;

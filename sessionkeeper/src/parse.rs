@@ -297,11 +297,17 @@ fn validate_transport(ip: &Ip, l4: &[u8]) -> Result<(), Malformed> {
             walk_tcp_options(l4.get(20..doff).unwrap_or_default(), |_, _| {})
         }
         PROTO_UDP => {
+            // The 8-byte header must be here whole (its checksum is rewritten in place), also
+            // in a first fragment, and the UDP length can never be shorter than it.
+            if l4.len() < 8 {
+                return Err(Malformed::Truncated);
+            }
             let udp_len = usize::from(be16(l4, 4).ok_or(Malformed::Truncated)?);
-            let ok = match ip.fragment {
-                Fragment::Whole => udp_len == l4.len(),
-                _ => udp_len >= 8,
-            };
+            let ok = udp_len >= 8
+                && match ip.fragment {
+                    Fragment::Whole => udp_len == l4.len(),
+                    _ => udp_len >= l4.len(),
+                };
             if ok {
                 Ok(())
             } else {
