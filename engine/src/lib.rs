@@ -591,6 +591,22 @@ impl Engine {
             .collect()
     }
 
+    /// Changes the addresses the local side uses (mapped to the stable ones); see
+    /// [`Keeper::set_local`].
+    pub fn set_local_addresses(&mut self, local: StableAddresses) {
+        self.keeper.set_local(local);
+    }
+
+    /// The addresses the local side uses.
+    pub fn local_addresses(&self) -> StableAddresses {
+        self.keeper.local()
+    }
+
+    /// The smallest tunnel MTU (the local side's MTU).
+    pub fn mtu(&self) -> u16 {
+        self.keeper.mtu()
+    }
+
     /// The session keeper's counters (local drops by reason, rewrites, flows, recovery).
     pub fn keeper_stats(&self) -> KeeperStats {
         self.keeper.stats()

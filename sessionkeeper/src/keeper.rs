@@ -206,6 +206,22 @@ impl Keeper {
         }
     }
 
+    /// Changes the local addresses (a guest that took a new address). Tracked flows stay: they
+    /// are keyed by the stable address, which does not change.
+    pub fn set_local(&mut self, local: StableAddresses) {
+        self.config.local = local;
+    }
+
+    /// The local addresses (a family left `None` uses the stable address).
+    pub fn local(&self) -> StableAddresses {
+        self.config.local
+    }
+
+    /// The smallest tunnel MTU, which SYNs are clamped to fit.
+    pub fn mtu(&self) -> u16 {
+        self.config.mtu
+    }
+
     /// The flow table.
     pub fn flows(&self) -> &FlowTable {
         &self.flows
