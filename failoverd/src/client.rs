@@ -3,6 +3,7 @@
 //! One task owns the engine and every socket; it reads the clock once per wake-up and passes
 //! `now` down. All protocol decisions are the engine's.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context as _;
@@ -16,25 +17,13 @@ use tunnel::{EndpointPolicy, Outcome, TunnelConfig};
 
 use crate::config::{ClientConfig, ProbeKind};
 use crate::control::{self, Command};
+use crate::net::Underlay;
 use crate::{clock, drops_json, net, Shutdown, BUFFER_LEN};
 
-/// Runs the client until `shutdown` fires.
-pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result<()> {
-    let mtu = config.mtu();
-    let tun = net::create_tun(&config.interface, mtu)?;
-    // The TUN carries the local address where one is configured (the session keeper maps it
-    // to the stable one), else the stable address itself.
-    let mut addresses: Vec<(IpAddr, u8)> = Vec::new();
-    if let Some(a) = config.local_v4.or(config.stable_v4) {
-        addresses.push((a.into(), 32));
-    }
-    if let Some(a) = config.local_v6.or(config.stable_v6) {
-        addresses.push((a.into(), 128));
-    }
-    net::configure_interface(&config.interface, mtu, &addresses, &config.routes).await?;
-    let socket = net::underlay_socket(0)?;
-    let dual_stack = socket.local_addr().is_ok_and(|a| a.is_ipv6());
-
+/// The engine's configuration from a client configuration file: every datacenter's tunnel and
+/// probe target (probe ids and nonces drawn here: the engine has no randomness), the session
+/// keeper with the file's local addresses.
+pub fn engine_config(config: &ClientConfig) -> EngineConfig {
     let datacenters = config
         .datacenters
         .iter()
@@ -65,24 +54,50 @@ pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result
         v4: config.stable_v4,
         v6: config.stable_v6,
     };
-    let mut keeper = KeeperConfig::new(stable, mtu);
+    let mut keeper = KeeperConfig::new(stable, config.mtu());
     keeper.local = StableAddresses {
         v4: config.local_v4,
         v6: config.local_v6,
     };
     keeper.max_flows = config.flow_table_size;
     keeper.recovery = config.switch_recovery;
-    let mut engine = Engine::new(
-        EngineConfig {
-            stable,
-            datacenters,
-            probe: config.probe.clone(),
-            policy: config.policy,
-            keeper,
-        },
-        clock::now(),
-    )
-    .context("building the engine")?;
+    EngineConfig {
+        stable,
+        datacenters,
+        probe: config.probe.clone(),
+        policy: config.policy,
+        keeper,
+    }
+}
+
+/// Runs the engine's due timers and sends what they produce.
+pub async fn run_timers(engine: &mut Engine, underlay: &mut Underlay, out: &mut [u8]) {
+    let mut sends: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    engine.handle_timeout(clock::now(), out, |t| {
+        sends.push((t.to, t.datagram.to_vec()))
+    });
+    for (to, datagram) in sends {
+        underlay.send(to, &datagram).await;
+    }
+}
+
+/// Runs the client until `shutdown` fires.
+pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    let mtu = config.mtu();
+    let tun = net::create_tun(&config.interface, mtu)?;
+    // The TUN carries the local address where one is configured (the session keeper maps it
+    // to the stable one), else the stable address itself.
+    let mut addresses: Vec<(IpAddr, u8)> = Vec::new();
+    if let Some(a) = config.local_v4.or(config.stable_v4) {
+        addresses.push((a.into(), 32));
+    }
+    if let Some(a) = config.local_v6.or(config.stable_v6) {
+        addresses.push((a.into(), 128));
+    }
+    net::configure_interface(&config.interface, mtu, &addresses, &config.routes).await?;
+    let mut underlay = Underlay::bind(0)?;
+    let mut engine =
+        Engine::new(engine_config(&config), clock::now()).context("building the engine")?;
 
     let (control_tx, mut control_rx) = mpsc::channel(16);
     let _control = control::serve(&config.control_socket, control_tx)?;
@@ -97,23 +112,10 @@ pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result
     let mut tun_buf = vec![0u8; BUFFER_LEN];
     let mut udp_buf = vec![0u8; BUFFER_LEN];
     let mut out = vec![0u8; BUFFER_LEN];
-    let mut timer_sends: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
-    let mut send_errors: u64 = 0;
-    let mut switches: Vec<serde_json::Value> = Vec::new();
+    let mut switches = SwitchLog::default();
     // The first timeout starts every handshake and arms every timer; after it, poll_timeout
     // always has a deadline, so control requests cannot keep pushing the first tick away.
-    engine.handle_timeout(clock::now(), &mut out, |t| {
-        timer_sends.push((t.to, t.datagram.to_vec()))
-    });
-    for (to, datagram) in timer_sends.drain(..) {
-        if socket
-            .send_to(&datagram, net::for_socket(to, dual_stack))
-            .await
-            .is_err()
-        {
-            send_errors += 1;
-        }
-    }
+    run_timers(&mut engine, &mut underlay, &mut out).await;
     loop {
         let deadline = engine
             .poll_timeout()
@@ -123,46 +125,34 @@ pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result
                 let n = read.context("reading from the TUN device")?;
                 let Some(packet) = tun_buf.get_mut(..n) else { continue };
                 if let Ok(Some(t)) = engine.handle_local_packet(clock::now(), packet, &mut out) {
-                    if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
-                        send_errors += 1;
-                    }
+                    underlay.send(t.to, t.datagram).await;
                 }
             }
-            read = socket.recv_from(&mut udp_buf) => {
+            read = underlay.recv_from(&mut udp_buf) => {
                 let Ok((n, from)) = read else { continue };
-                let now = clock::now();
                 let Some(datagram) = udp_buf.get(..n) else { continue };
-                match engine.handle_datagram(now, net::canonical(from), datagram, &mut out) {
+                match engine.handle_datagram(clock::now(), from, datagram, &mut out) {
                     Outcome::Deliver(packet) => {
                         if tun.send(packet).await.is_err() {
-                            send_errors += 1;
+                            underlay.count_send_error();
                         }
                     }
-                    Outcome::Transmit(t) => {
-                        if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
-                            send_errors += 1;
-                        }
-                    }
+                    Outcome::Transmit(t) => underlay.send(t.to, t.datagram).await,
                     Outcome::Done | Outcome::Dropped(_) => {}
                 }
                 // queued datagrams, and switch-over recovery once the new path answered
                 while let Some(t) = engine.poll_transmit(&mut out) {
-                    if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
-                        send_errors += 1;
-                    }
+                    underlay.send(t.to, t.datagram).await;
                 }
             }
             () = tokio::time::sleep_until(deadline.into()) => {
-                engine.handle_timeout(clock::now(), &mut out, |t| timer_sends.push((t.to, t.datagram.to_vec())));
-                for (to, datagram) in timer_sends.drain(..) {
-                    if socket.send_to(&datagram, net::for_socket(to, dual_stack)).await.is_err() {
-                        send_errors += 1;
-                    }
-                }
+                run_timers(&mut engine, &mut underlay, &mut out).await;
             }
             Some(request) = control_rx.recv() => {
                 let answer = match request.command {
-                    Command::Status => status(&engine, send_errors, &switches),
+                    Command::Status => {
+                        serde_json::Value::Object(status(&engine, underlay.send_errors(), &switches))
+                    }
                 };
                 let _ = request.reply.send(answer);
             }
@@ -172,7 +162,7 @@ pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result
             }
         }
         while let Some(event) = engine.poll_event() {
-            log_event(&engine, &event, &mut switches);
+            switches.record(&engine, &event);
         }
     }
 }
@@ -180,48 +170,61 @@ pub async fn run(config: ClientConfig, mut shutdown: Shutdown) -> anyhow::Result
 /// Most switches kept for `status`.
 const SWITCH_LOG: usize = 64;
 
-fn log_event(engine: &Engine, event: &Event, switches: &mut Vec<serde_json::Value>) {
-    match *event {
-        Event::Established(dc) => {
-            tracing::info!(datacenter = engine.name(dc), "tunnel established")
-        }
-        Event::Lost(dc) => tracing::warn!(datacenter = engine.name(dc), "tunnel session lost"),
-        Event::Health { dc, from, to } => tracing::info!(
-            datacenter = engine.name(dc),
-            from = from.label(),
-            to = to.label(),
-            "health changed"
-        ),
-        Event::Switched {
-            from,
-            to,
-            reason,
-            detection,
-        } => {
-            let detection_ms = detection.map(|d| d.as_secs_f64() * 1e3);
-            tracing::warn!(
-                from = engine.name(from),
-                to = engine.name(to),
-                reason = reason.label(),
-                detection_ms,
-                "switched datacenter"
-            );
-            if switches.len() >= SWITCH_LOG {
-                switches.remove(0);
+/// Logs every engine event, and keeps the last [`SWITCH_LOG`] switches for `status`.
+#[derive(Debug, Default)]
+pub struct SwitchLog {
+    switches: VecDeque<serde_json::Value>,
+}
+
+impl SwitchLog {
+    /// Logs `event`; a switch is also kept.
+    pub fn record(&mut self, engine: &Engine, event: &Event) {
+        match *event {
+            Event::Established(dc) => {
+                tracing::info!(datacenter = engine.name(dc), "tunnel established")
             }
-            let unix_ms = clock::unix_millis();
-            switches.push(json!({
-                "unix_ms": unix_ms,
-                "from": engine.name(from),
-                "to": engine.name(to),
-                "reason": reason.label(),
-                "detection_ms": detection_ms,
-            }));
+            Event::Lost(dc) => tracing::warn!(datacenter = engine.name(dc), "tunnel session lost"),
+            Event::Health { dc, from, to } => tracing::info!(
+                datacenter = engine.name(dc),
+                from = from.label(),
+                to = to.label(),
+                "health changed"
+            ),
+            Event::Switched {
+                from,
+                to,
+                reason,
+                detection,
+            } => {
+                let detection_ms = detection.map(|d| d.as_secs_f64() * 1e3);
+                tracing::warn!(
+                    from = engine.name(from),
+                    to = engine.name(to),
+                    reason = reason.label(),
+                    detection_ms,
+                    "switched datacenter"
+                );
+                if self.switches.len() >= SWITCH_LOG {
+                    self.switches.pop_front();
+                }
+                self.switches.push_back(json!({
+                    "unix_ms": clock::unix_millis(),
+                    "from": engine.name(from),
+                    "to": engine.name(to),
+                    "reason": reason.label(),
+                    "detection_ms": detection_ms,
+                }));
+            }
         }
     }
 }
 
-fn status(engine: &Engine, send_errors: u64, switches: &[serde_json::Value]) -> serde_json::Value {
+/// The client's `status` answer: datacenters, drops, the session keeper, switches.
+pub fn status(
+    engine: &Engine,
+    send_errors: u64,
+    switches: &SwitchLog,
+) -> serde_json::Map<String, serde_json::Value> {
     let k = engine.keeper_stats();
     let (flows, flow_cap) = engine.flows();
     let malformed: serde_json::Map<String, serde_json::Value> =
@@ -255,7 +258,7 @@ fn status(engine: &Engine, send_errors: u64, switches: &[serde_json::Value]) -> 
             })
         })
         .collect();
-    json!({
+    let status = json!({
         "v": 1,
         "ok": true,
         "mode": "client",
@@ -281,7 +284,11 @@ fn status(engine: &Engine, send_errors: u64, switches: &[serde_json::Value]) -> 
         },
         "underlay_drops": drops_json(engine.underlay_drops()),
         "probe_replies_malformed": engine.probe_malformed(),
-        "switches": switches,
+        "switches": switches.switches,
         "send_errors": send_errors,
-    })
+    });
+    match status {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
 }

@@ -1,83 +1,15 @@
 //! `failoverd`: the failover client (default) and gateway (`failoverd gateway`) daemons, plus
 //! `genkey` / `pubkey` that behave like `wg genkey` / `wg pubkey`.
 //!
-//! This is the IO layer: configuration, TUN and UDP, netlink, the control socket. Every
-//! protocol decision is made by the sans-IO crates it drives (`engine`, `tunnel`).
-
-mod client;
-mod config;
-mod control;
-mod gateway;
-mod keyfile;
-mod net;
-mod takeover;
+//! The daemons themselves live in the `failoverd` library; this is their command line.
 
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tunnel::{DropCounters, PrivateKey};
+use failoverd::{client, config, gateway, Shutdown};
+use tunnel::PrivateKey;
 use zeroize::Zeroizing;
-
-/// Every buffer on the data path holds the largest datagram plus WireGuard's overhead, so
-/// `tunnel::min_buffer_len` holds for any input.
-pub(crate) const BUFFER_LEN: usize = tunnel::min_buffer_len(tunnel::MAX_DATAGRAM);
-
-pub(crate) mod clock {
-    //! The one place the daemon reads the clock; the cores get `now` from here.
-    //!
-    //! Known gap (the laptop-life work): `Instant` is CLOCK_MONOTONIC, which stops during
-    //! suspend; boringtun's own timers already use CLOCK_BOOTTIME.
-    use std::time::{Duration, Instant};
-
-    /// How long the loop sleeps when no timer is pending.
-    pub const IDLE_WAKE: Duration = Duration::from_secs(1);
-
-    /// The current time, read once per wake-up of the IO loop.
-    #[allow(clippy::disallowed_methods)] // the IO layer is where the clock is read
-    pub fn now() -> Instant {
-        Instant::now()
-    }
-
-    /// Wall-clock milliseconds since the Unix epoch, for event logs read by people.
-    #[allow(clippy::disallowed_methods)] // wall time for display only, never for timers
-    pub fn unix_millis() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    }
-}
-
-/// `{label: count}` for every non-zero drop counter.
-pub(crate) fn drops_json(drops: &DropCounters) -> serde_json::Value {
-    drops
-        .nonzero()
-        .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
-        .collect()
-}
-
-/// Resolves when SIGTERM or SIGINT arrives.
-pub(crate) struct Shutdown {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Shutdown {
-    fn new() -> anyhow::Result<Self> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Self {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    pub(crate) async fn wait(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
-        }
-    }
-}
 
 const USAGE: &str = "\
 usage:

@@ -102,6 +102,57 @@ pub fn underlay_socket(port: u16) -> anyhow::Result<tokio::net::UdpSocket> {
     tokio::net::UdpSocket::from_std(socket.into()).context("registering the UDP socket")
 }
 
+/// The underlay socket and its send path: IPv4 destinations mapped for a dual-stack socket,
+/// sources reported canonical, failed sends counted (a full socket buffer drops a datagram the
+/// way the network would; the protocol above recovers).
+#[derive(Debug)]
+pub struct Underlay {
+    socket: tokio::net::UdpSocket,
+    dual_stack: bool,
+    send_errors: u64,
+}
+
+impl Underlay {
+    /// Binds [`underlay_socket`] on `port` (0: any).
+    pub fn bind(port: u16) -> anyhow::Result<Self> {
+        let socket = underlay_socket(port)?;
+        let dual_stack = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        Ok(Self {
+            socket,
+            dual_stack,
+            send_errors: 0,
+        })
+    }
+
+    /// Sends one datagram; a failure is counted, not returned.
+    pub async fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
+        if self
+            .socket
+            .send_to(datagram, for_socket(to, self.dual_stack))
+            .await
+            .is_err()
+        {
+            self.send_errors += 1;
+        }
+    }
+
+    /// Receives one datagram; its source is [`canonical`].
+    pub async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        let (n, from) = self.socket.recv_from(buf).await?;
+        Ok((n, canonical(from)))
+    }
+
+    /// Counts a failed write elsewhere on the data path (the TUN device, the guest link).
+    pub fn count_send_error(&mut self) {
+        self.send_errors += 1;
+    }
+
+    /// Sends that failed.
+    pub fn send_errors(&self) -> u64 {
+        self.send_errors
+    }
+}
+
 /// An address as the socket reports it, with IPv4-mapped IPv6 turned back into IPv4.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
