@@ -108,6 +108,27 @@ fn enter_netns(fd: &File) -> io::Result<()> {
     }
 }
 
+/// Makes the child of `cmd` own `fd` as number `as_fd`, without close-on-exec.
+#[allow(unsafe_code)]
+fn inherit_fd(cmd: &mut Command, fd: i32, as_fd: i32) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe functions may be called: dup2 and fcntl are. It touches no memory of
+    // the parent's but the two integers it captured.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == as_fd {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, as_fd) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Polls `f` every 10 ms until it returns true; errors (kind `TimedOut`) naming `what` if it
 /// has not after `timeout`. `f` is called at least once.
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> io::Result<()> {
@@ -551,6 +572,19 @@ impl Lab {
     /// `<dir>/<name>.stdout` / `.stderr`. `name` must be unique within the lab. The lab SIGKILLs
     /// it on drop.
     pub fn spawn<S: AsRef<OsStr>>(&self, ns: &Ns, name: &str, args: &[S]) -> io::Result<Daemon> {
+        self.spawn_with_fd(ns, name, args, None)
+    }
+
+    /// [`Lab::spawn`], handing the process `fd` as file descriptor number `as_fd` (only this
+    /// child inherits it: it keeps close-on-exec in the test process, and is duplicated to
+    /// `as_fd` after the fork).
+    pub fn spawn_with_fd<S: AsRef<OsStr>>(
+        &self,
+        ns: &Ns,
+        name: &str,
+        args: &[S],
+        fd: Option<(&std::os::fd::OwnedFd, i32)>,
+    ) -> io::Result<Daemon> {
         if args.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -578,6 +612,9 @@ impl Lab {
             .stdin(Stdio::null())
             .stdout(out_file)
             .stderr(err_file);
+        if let Some((fd, as_fd)) = fd {
+            inherit_fd(&mut cmd, fd.as_raw_fd(), as_fd);
+        }
         let child = cmd
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("spawn {cmd:?}: {e}")))?;

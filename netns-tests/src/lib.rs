@@ -8,6 +8,7 @@
 //! The `fo-lab` binary (`src/bin/fo-lab.rs`) is the IO side of the verifier (`stream-serve`,
 //! `stream-send`), a hostile-datagram generator (`garbage`) and a lab self-test (`selftest`).
 
+pub mod guest;
 pub mod lab;
 pub mod scenario;
 pub mod stream;

@@ -103,6 +103,84 @@ impl Running {
     pub fn status(&self) -> Result<serde_json::Value> {
         status(&self.control)
     }
+
+    /// Waits until every tunnel of a client (or vmm-shim) is established.
+    pub fn wait_established(&self) -> Result<()> {
+        wait_until(
+            Duration::from_secs(15),
+            "every client tunnel established",
+            || {
+                self.status().ok().and_then(|s| {
+                    s.get("datacenters").and_then(|d| d.as_array()).map(|dcs| {
+                        dcs.iter()
+                            .all(|d| d.get("established") == Some(&serde_json::Value::Bool(true)))
+                    })
+                }) == Some(true)
+            },
+        )
+    }
+
+    /// A client's (or vmm-shim's) switch log.
+    pub fn switches(&self) -> Result<Vec<SwitchRecord>> {
+        let s = self.status()?;
+        let text = |e: &serde_json::Value, k: &str| {
+            e.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned()
+        };
+        Ok(s.get("switches")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .map(|e| SwitchRecord {
+                        unix_ms: e.get("unix_ms").and_then(|v| v.as_u64()).unwrap_or(0),
+                        from: text(e, "from"),
+                        to: text(e, "to"),
+                        reason: text(e, "reason"),
+                        detection_ms: e.get("detection_ms").and_then(|v| v.as_f64()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The client's active datacenter.
+    pub fn active(&self) -> Result<String> {
+        Ok(self
+            .status()?
+            .get("active")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned())
+    }
+
+    /// Bytes the client has received through all its tunnels.
+    pub fn rx_bytes(&self) -> Result<u64> {
+        let s = self.status()?;
+        Ok(s.get("datacenters")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.get("rx_bytes").and_then(|v| v.as_u64()))
+                    .sum()
+            })
+            .unwrap_or(0))
+    }
+
+    /// Waits until `bytes` more have arrived through the client's tunnels (a stream is flowing).
+    pub fn wait_flowing(&self, bytes: u64) -> Result<()> {
+        let start = self.rx_bytes()?;
+        wait_until(
+            Duration::from_secs(30),
+            "traffic to flow through the client",
+            || self.rx_bytes().is_ok_and(|n| n >= start + bytes),
+        )
+    }
+
+    /// Waits until the client's active datacenter is `name`.
+    pub fn wait_active(&self, name: &str, timeout: Duration) -> Result<()> {
+        wait_until(timeout, &format!("{name} to become active"), || {
+            self.active().ok().as_deref() == Some(name)
+        })
+    }
 }
 
 /// How a gateway makes the client's return path.
@@ -269,6 +347,18 @@ impl DcEntry {
     }
 }
 
+/// The `[[datacenter]]` sections of a client configuration.
+pub fn datacenter_sections(dcs: &[DcEntry]) -> String {
+    dcs.iter()
+        .map(|dc| {
+            format!(
+                "\n[[datacenter]]\nname = \"{}\"\nendpoint = \"{}\"\npublic_key = \"{}\"\nmtu = {}\nprobe = \"{}\"\nprobe_address = \"{}\"\n",
+                dc.name, dc.endpoint, dc.public, dc.mtu, dc.probe, dc.probe_address
+            )
+        })
+        .collect()
+}
+
 /// Starts the `failoverd` client in `ns` and waits until every tunnel is established.
 pub fn start_client(lab: &Lab, ns: &Ns, key: &KeyPair, dcs: &[DcEntry]) -> Result<Running> {
     start_client_with(lab, ns, key, dcs, "")
@@ -296,12 +386,7 @@ control_socket = "{control}"
         control = control.display(),
     );
     text.push_str(extra_client_config);
-    for dc in dcs {
-        text.push_str(&format!(
-            "\n[[datacenter]]\nname = \"{}\"\nendpoint = \"{}\"\npublic_key = \"{}\"\nmtu = {}\nprobe = \"{}\"\nprobe_address = \"{}\"\n",
-            dc.name, dc.endpoint, dc.public, dc.mtu, dc.probe, dc.probe_address
-        ));
-    }
+    text.push_str(&datacenter_sections(dcs));
     std::fs::write(&config, text)?;
     let daemon = lab.spawn(
         ns,
@@ -318,22 +403,12 @@ control_socket = "{control}"
         control,
         config,
     };
-    wait_until(
-        Duration::from_secs(15),
-        "every client tunnel established",
-        || {
-            running.status().ok().and_then(|s| {
-                s.get("datacenters").and_then(|d| d.as_array()).map(|dcs| {
-                    dcs.iter()
-                        .all(|d| d.get("established") == Some(&serde_json::Value::Bool(true)))
-                })
-            }) == Some(true)
-        },
-    )?;
+    running.wait_established()?;
     Ok(running)
 }
 
-fn wait_for_socket(daemon: &Daemon, control: &Path) -> Result<()> {
+/// Waits until `daemon` answers on its control socket; an error with its stderr if it exits.
+pub fn wait_for_socket(daemon: &Daemon, control: &Path) -> Result<()> {
     wait_until(Duration::from_secs(10), "daemon control socket", || {
         !daemon.is_running() || status(control).is_ok()
     })?;
@@ -648,6 +723,43 @@ pub struct SwitchRecord {
     pub detection_ms: Option<f64>,
 }
 
+/// The datacenter side of a lab, ready for one client: a gateway per datacenter claiming on
+/// the shared inside segment, and the stream server.
+#[derive(Debug)]
+pub struct Datacenters {
+    /// the client's keys (the gateways know its public key)
+    pub client_key: KeyPair,
+    /// the client's `[[datacenter]]` entries
+    pub entries: Vec<DcEntry>,
+    /// the gateway daemons, dc1 first
+    pub gateways: Vec<Running>,
+    /// the stream server
+    pub server: Daemon,
+}
+
+/// Starts a gateway in every datacenter of `topo` (tunnel MTUs from `mtus`, else
+/// [`DEFAULT_MTU`]) and the stream server.
+pub fn start_datacenters(lab: &Lab, topo: &Topology, mtus: &[u16]) -> Result<Datacenters> {
+    let client_key = keypair(lab, "client")?;
+    let (keys, gateways) = start_gateways_mtu(lab, topo, &client_key.public, mtus)?;
+    server_onlink_routes(lab, topo)?;
+    let entries = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| DcEntry {
+            mtu: mtus.get(i).copied().unwrap_or(DEFAULT_MTU),
+            ..DcEntry::failoverd(i + 1, &k.public)
+        })
+        .collect();
+    let server = start_stream_server(lab, topo)?;
+    Ok(Datacenters {
+        client_key,
+        entries,
+        gateways,
+        server,
+    })
+}
+
 /// A client, N failoverd gateways on a shared inside segment, and a stream server.
 #[derive(Debug)]
 pub struct FailoverLab {
@@ -678,28 +790,23 @@ impl FailoverLab {
     ) -> Result<Self> {
         let mut lab = Lab::new(test)?;
         let topo = Topology::build(&mut lab, n)?;
-        let client_key = keypair(&lab, "client")?;
-        let (keys, gateways) = start_gateways_mtu(&lab, &topo, &client_key.public, mtus)?;
-        server_onlink_routes(&lab, &topo)?;
-        let dcs: Vec<DcEntry> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| DcEntry {
-                mtu: mtus.get(i).copied().unwrap_or(DEFAULT_MTU),
-                ..DcEntry::failoverd(i + 1, &k.public)
-            })
-            .collect();
-        let client = start_client_with(&lab, &topo.client, &client_key, &dcs, extra_client_config)?;
-        if let Some(first) = gateways.first() {
+        let dcs = start_datacenters(&lab, &topo, mtus)?;
+        let client = start_client_with(
+            &lab,
+            &topo.client,
+            &dcs.client_key,
+            &dcs.entries,
+            extra_client_config,
+        )?;
+        if let Some(first) = dcs.gateways.first() {
             wait_claimed(first)?;
         }
-        let server = start_stream_server(&lab, &topo)?;
         Ok(Self {
             lab,
             topo,
             client,
-            gateways,
-            server,
+            gateways: dcs.gateways,
+            server: dcs.server,
         })
     }
 
@@ -710,64 +817,26 @@ impl FailoverLab {
 
     /// The client's switch log.
     pub fn switches(&self) -> Result<Vec<SwitchRecord>> {
-        let s = self.client.status()?;
-        let text = |e: &serde_json::Value, k: &str| {
-            e.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned()
-        };
-        Ok(s.get("switches")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .map(|e| SwitchRecord {
-                        unix_ms: e.get("unix_ms").and_then(|v| v.as_u64()).unwrap_or(0),
-                        from: text(e, "from"),
-                        to: text(e, "to"),
-                        reason: text(e, "reason"),
-                        detection_ms: e.get("detection_ms").and_then(|v| v.as_f64()),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
+        self.client.switches()
     }
 
     /// The client's active datacenter.
     pub fn active(&self) -> Result<String> {
-        Ok(self
-            .client
-            .status()?
-            .get("active")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_owned())
+        self.client.active()
     }
 
     /// Bytes the client has received through all its tunnels.
     pub fn client_rx_bytes(&self) -> Result<u64> {
-        let s = self.client.status()?;
-        Ok(s.get("datacenters")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|d| d.get("rx_bytes").and_then(|v| v.as_u64()))
-                    .sum()
-            })
-            .unwrap_or(0))
+        self.client.rx_bytes()
     }
 
     /// Waits until `bytes` more have arrived through the client's tunnels (a stream is flowing).
     pub fn wait_flowing(&self, bytes: u64) -> Result<()> {
-        let start = self.client_rx_bytes()?;
-        wait_until(
-            Duration::from_secs(30),
-            "traffic to flow through the client",
-            || self.client_rx_bytes().is_ok_and(|n| n >= start + bytes),
-        )
+        self.client.wait_flowing(bytes)
     }
 
     /// Waits until the client's active datacenter is `name`.
     pub fn wait_active(&self, name: &str, timeout: Duration) -> Result<()> {
-        wait_until(timeout, &format!("{name} to become active"), || {
-            self.active().ok().as_deref() == Some(name)
-        })
+        self.client.wait_active(name, timeout)
     }
 }
