@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::Context as _;
 use engine::{DatacenterConfig, Engine, EngineConfig, Event};
 use probe::packet::ProbeTarget;
+use probe::PathHealth;
 use rand_core::RngCore as _;
 use serde_json::json;
 use sessionkeeper::{KeeperConfig, StableAddresses};
@@ -184,6 +185,21 @@ impl SwitchLog {
                 tracing::info!(datacenter = engine.name(dc), "tunnel established")
             }
             Event::Lost(dc) => tracing::warn!(datacenter = engine.name(dc), "tunnel session lost"),
+            // A late probe (up ⇄ suspect) is routine on a loaded machine; only transitions
+            // that change what the selector may use are worth an operator's attention.
+            Event::Health { dc, from, to }
+                if matches!(
+                    (from, to),
+                    (PathHealth::Up, PathHealth::Suspect) | (PathHealth::Suspect, PathHealth::Up)
+                ) =>
+            {
+                tracing::debug!(
+                    datacenter = engine.name(dc),
+                    from = from.label(),
+                    to = to.label(),
+                    "health changed"
+                )
+            }
             Event::Health { dc, from, to } => tracing::info!(
                 datacenter = engine.name(dc),
                 from = from.label(),

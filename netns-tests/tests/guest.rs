@@ -15,6 +15,7 @@
     clippy::panic
 )] // a test fails by panicking
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use netns_tests::guest::{Frontend, ShimLab};
@@ -26,31 +27,43 @@ fn guest_stream_bytes() -> u64 {
     std::env::var("FAILOVER_GUEST_STREAM_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(12_000_000)
+        .unwrap_or(40_000_000)
 }
 
 const DHCP_GUEST: &str =
     "address = \"10.200.0.2/24\"\ngateway = \"10.200.0.1\"\nmac = \"52:54:00:12:34:56\"";
 
-fn stream_script(bytes: u64) -> String {
+/// The guest's scenario: wait for a global IPv6 address when the server is IPv6 (SLAAC from
+/// the shim's router advertisement), ping the server, run the verified stream.
+fn stream_script(server: IpAddr, bytes: u64) -> String {
+    let wait_v6 = if server.is_ipv6() {
+        "i=0\n\
+         until ip -6 addr show dev eth0 scope global | grep inet6 | grep -qv tentative; do\n\
+         i=$((i + 1)); [ $i -le 100 ] || { echo FO-NO-IPV6; exit 11; }; sleep 0.1\n\
+         done\n\
+         echo \"FO-IPV6 $(ip -6 addr show dev eth0 scope global | grep inet6)\"\n"
+    } else {
+        ""
+    };
+    let target = SocketAddr::new(server, STREAM_PORT);
     format!(
-        "ping -c 2 -W 5 {server} >/dev/null || {{ echo FO-PING-FAILED; exit 10; }}\n\
+        "{wait_v6}\
+         ping -c 2 -W 5 {server} >/dev/null || {{ echo FO-PING-FAILED; exit 10; }}\n\
          echo FO-PING-OK\n\
-         fo-lab stream-send --connect {server}:{STREAM_PORT} --up {bytes} --down {bytes} \
+         fo-lab stream-send --connect {target} --up {bytes} --down {bytes} \
          --seed 11 --timeout-secs 240 >/tmp/report.json\n\
          rc=$?\n\
          echo \"FO-STREAM $(cat /tmp/report.json)\"\n\
-         exit $rc\n",
-        server = Topology::SERVER_IP4,
+         exit $rc\n"
     )
 }
 
 /// Boots a guest, blackholes dc1 once the stream flows, and checks that every byte arrived.
-fn survives_a_failover(test: &str, frontend: Frontend, guest: &str, net: &str) {
+fn survives_a_failover(test: &str, frontend: Frontend, guest: &str, net: &str, server: IpAddr) {
     require_root();
     let bytes = guest_stream_bytes();
     let mut sl = ShimLab::new(test, 2, frontend, guest, "failback = false\n").unwrap();
-    let qemu = sl.boot(net, &stream_script(bytes)).unwrap();
+    let qemu = sl.boot(net, &stream_script(server, bytes)).unwrap();
     // the stream is flowing through the shim: a quarter of it has come down the tunnel
     sl.shim.wait_flowing(bytes / 4).unwrap_or_else(|e| {
         panic!(
@@ -95,16 +108,34 @@ fn survives_a_failover(test: &str, frontend: Frontend, guest: &str, net: &str) {
             .find_map(|l| l.strip_prefix("address = \""))
             .and_then(|a| a.split('/').next())
     );
+    if server.is_ipv6() {
+        // the address the shim learned is the one the guest configured
+        let learned = status["guest"]["addresses"][1].as_str().unwrap_or("none");
+        let line = run.console.lines().find(|l| l.starts_with("FO-IPV6")).unwrap();
+        assert!(line.contains(&format!(" {learned}/")), "{learned} vs {line}");
+    }
 }
 
 #[test]
 fn a_dhcp_guest_over_a_stream_socket_survives_a_datacenter_failure() {
-    survives_a_failover("gstrm", Frontend::StreamFd, DHCP_GUEST, "fo.net=dhcp");
+    survives_a_failover(
+        "gstrm",
+        Frontend::StreamFd,
+        DHCP_GUEST,
+        "fo.net=dhcp",
+        Topology::SERVER_IP4.into(),
+    );
 }
 
 #[test]
 fn a_dhcp_guest_over_vhost_user_survives_a_datacenter_failure() {
-    survives_a_failover("gvhost", Frontend::VhostUser, DHCP_GUEST, "fo.net=dhcp");
+    survives_a_failover(
+        "gvhost",
+        Frontend::VhostUser,
+        DHCP_GUEST,
+        "fo.net=dhcp",
+        Topology::SERVER_IP4.into(),
+    );
 }
 
 #[test]
@@ -116,5 +147,20 @@ fn a_guest_with_its_own_static_address_survives_a_datacenter_failure() {
         Frontend::StreamListen,
         guest,
         "fo.net=static fo.addr=192.168.77.5/24 fo.gw=192.168.77.254",
+        Topology::SERVER_IP4.into(),
+    );
+}
+
+#[test]
+fn an_ipv6_guest_on_slaac_survives_a_datacenter_failure() {
+    // the shim's router advertisement gives the prefix; the guest's own duplicate address
+    // detection tells the shim which address the guest chose
+    let guest = format!("{DHCP_GUEST}\nprefix6 = \"fd00:200::/64\"");
+    survives_a_failover(
+        "gipv6",
+        Frontend::VhostUser,
+        &guest,
+        "fo.net=dhcp",
+        Topology::SERVER_IP6.into(),
     );
 }

@@ -581,9 +581,9 @@ fn serve_connections(
         {
             return;
         }
-        match super::vhost_relay::relay(qemu, ours) {
-            Ok(held) => backend.lock().counters.early_ring_enables += held,
-            Err(e) => tracing::warn!(error = %e, "the vhost-user relay ended"),
+        let held = || backend.lock().counters.early_ring_enables += 1;
+        if let Err(e) = super::vhost_relay::relay(qemu, ours, held) {
+            tracing::warn!(error = %e, "the vhost-user relay ended");
         }
         match daemon.wait() {
             Ok(())

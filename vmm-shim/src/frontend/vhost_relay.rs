@@ -120,9 +120,9 @@ fn write_message(to: &UnixStream, msg: &Message) -> io::Result<()> {
     writer.write_all(&msg.payload)
 }
 
-/// Relays between `qemu` and `backend` until either side closes. Returns how many
-/// `SET_VRING_ENABLE` requests were held back.
-pub fn relay(qemu: UnixStream, backend: UnixStream) -> io::Result<u64> {
+/// Relays between `qemu` and `backend` until either side closes; `on_hold` is called for every
+/// `SET_VRING_ENABLE` held back. Returns how many were.
+pub fn relay(qemu: UnixStream, backend: UnixStream, on_hold: impl Fn()) -> io::Result<u64> {
     let to_qemu = Arc::new(Mutex::new(qemu.try_clone()?));
     // back end → QEMU: replies, in order
     let replies = {
@@ -144,7 +144,7 @@ pub fn relay(qemu: UnixStream, backend: UnixStream) -> io::Result<u64> {
                 let _ = qemu_side.shutdown(std::net::Shutdown::Both);
             })?
     };
-    let result = relay_requests(&qemu, &backend, &to_qemu);
+    let result = relay_requests(&qemu, &backend, &to_qemu, &on_hold);
     let _ = backend.shutdown(std::net::Shutdown::Both);
     let _ = qemu.shutdown(std::net::Shutdown::Both);
     let _ = replies.join();
@@ -155,6 +155,7 @@ fn relay_requests(
     qemu: &UnixStream,
     backend: &UnixStream,
     to_qemu: &Mutex<UnixStream>,
+    on_hold: &dyn Fn(),
 ) -> io::Result<u64> {
     let mut acked = false;
     let mut held: [Option<Message>; MAX_RINGS] = Default::default();
@@ -166,6 +167,7 @@ fn relay_requests(
         match msg.request {
             REQ_SET_VRING_ENABLE if !acked => {
                 held_count += 1;
+                on_hold();
                 if msg.flags & FLAG_NEED_REPLY != 0 {
                     let reply = Message {
                         request: msg.request,
@@ -229,7 +231,7 @@ mod tests {
     fn early_ring_enables_wait_for_the_features() {
         let (qemu, relay_q) = UnixStream::pair().unwrap();
         let (relay_b, backend) = UnixStream::pair().unwrap();
-        let t = std::thread::spawn(move || relay(relay_q, relay_b));
+        let t = std::thread::spawn(move || relay(relay_q, relay_b, || {}));
         let enable = |i: u32| {
             let mut p = i.to_le_bytes().to_vec();
             p.extend_from_slice(&1u32.to_le_bytes());
