@@ -387,9 +387,14 @@ impl GuestNet {
                 .unwrap_or_default();
             return self.dhcp(guest, payload, out);
         }
+        // A router forwards none of these (RFC 3927 §7 for 169.254/16, RFC 1122 for 0/8 and
+        // 127/8): a guest's metadata query to 169.254.169.254 must not reach a datacenter.
         if !to_shim
             || ip.dst.is_broadcast()
             || ip.dst.is_multicast()
+            || ip.dst.is_link_local()
+            || ip.dst.is_loopback()
+            || ip.dst.octets()[0] == 0
             || ip.dst == self.subnet_broadcast()
             || ip.dst == self.config.gateway
         {
@@ -480,7 +485,12 @@ impl GuestNet {
                 }
             }
         }
-        let link_scope = |a: Ipv6Addr| a.is_multicast() || a.segments()[0] & 0xffc0 == 0xfe80;
+        let link_scope = |a: Ipv6Addr| {
+            a.is_multicast()
+                || a.is_loopback()
+                || a.is_unspecified()
+                || a.segments()[0] & 0xffc0 == 0xfe80
+        };
         if !to_shim || link_scope(ip.dst) || link_scope(ip.src) {
             return self.drop(GuestDrop::LinkLocalOnly);
         }
