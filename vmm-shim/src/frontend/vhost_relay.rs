@@ -32,7 +32,13 @@ const MAX_FDS: usize = 16;
 
 const REQ_SET_FEATURES: u32 = 2;
 const REQ_RESET_OWNER: u32 = 4;
+const REQ_SET_MEM_TABLE: u32 = 5;
+const REQ_SET_VRING_KICK: u32 = 12;
+const REQ_SET_VRING_CALL: u32 = 13;
+const REQ_SET_VRING_ERR: u32 = 14;
 const REQ_SET_VRING_ENABLE: u32 = 18;
+/// How long a write to either side may block.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const FLAG_REPLY: u32 = 1 << 2;
 const FLAG_NEED_REPLY: u32 = 1 << 3;
 const PROTOCOL_FEATURES: u64 = 1 << 30;
@@ -123,12 +129,16 @@ fn write_message(to: &UnixStream, msg: &Message) -> io::Result<()> {
 /// Relays between `qemu` and `backend` until either side closes; `on_hold` is called for every
 /// `SET_VRING_ENABLE` held back. Returns how many were.
 pub fn relay(qemu: UnixStream, backend: UnixStream, on_hold: impl Fn()) -> io::Result<u64> {
+    // A peer that stops reading must not hold the other side forever.
+    qemu.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    backend.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let to_qemu = Arc::new(Mutex::new(qemu.try_clone()?));
     // back end → QEMU: replies, in order
     let replies = {
         let from = backend.try_clone()?;
         let to = to_qemu.clone();
         let qemu_side = qemu.try_clone()?;
+        let backend_side = backend.try_clone()?;
         std::thread::Builder::new()
             .name("vhost-relay".into())
             .spawn(move || {
@@ -141,7 +151,10 @@ pub fn relay(qemu: UnixStream, backend: UnixStream, on_hold: impl Fn()) -> io::R
                         break;
                     }
                 }
+                // both sides: the request direction may be blocked writing to a back end
+                // that is itself blocked sending a reply nobody reads any more
                 let _ = qemu_side.shutdown(std::net::Shutdown::Both);
+                let _ = backend_side.shutdown(std::net::Shutdown::Both);
             })?
     };
     let result = relay_requests(&qemu, &backend, &to_qemu, &on_hold);
@@ -164,6 +177,7 @@ fn relay_requests(
         if msg.fds.len() >= MAX_FDS {
             return Err(invalid("a vhost-user message with too many descriptors"));
         }
+        check_descriptors(&msg)?;
         match msg.request {
             REQ_SET_VRING_ENABLE if !acked => {
                 held_count += 1;
@@ -211,6 +225,70 @@ fn relay_requests(
         }
     }
     Ok(held_count)
+}
+
+/// Refuses descriptors the vhost crate would trust to death: a kick, call or error
+/// descriptor that is not an eventfd (the worker blocks reading 8 bytes from it, and joining
+/// that worker blocks every later connection), and a memory region reaching past the end of
+/// its file or in a memfd that may still shrink (mapping it, then touching it, is SIGBUS).
+fn check_descriptors(msg: &Message) -> io::Result<()> {
+    match msg.request {
+        REQ_SET_VRING_KICK | REQ_SET_VRING_CALL | REQ_SET_VRING_ERR => {
+            for fd in &msg.fds {
+                let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+                if target.as_os_str() != "anon_inode:[eventfd]" {
+                    return Err(invalid(
+                        "a vring notification descriptor that is not an eventfd",
+                    ));
+                }
+            }
+        }
+        REQ_SET_MEM_TABLE => {
+            // VhostUserMemory: nregions (u32), padding (u32), then per region guest address,
+            // size, user address, mmap offset (u64 each)
+            let nregions = msg
+                .payload
+                .first_chunk::<4>()
+                .map_or(0, |b| u32::from_le_bytes(*b) as usize);
+            if nregions != msg.fds.len() {
+                return Err(invalid(
+                    "a memory table whose regions and descriptors disagree",
+                ));
+            }
+            for (i, fd) in msg.fds.iter().enumerate() {
+                let field = |k: usize| {
+                    msg.payload
+                        .get(8 + i * 32 + k * 8..8 + i * 32 + k * 8 + 8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_le_bytes)
+                };
+                let (Some(size), Some(offset)) = (field(1), field(3)) else {
+                    return Err(invalid("a memory table shorter than its region count"));
+                };
+                let file = std::fs::File::from(fd.try_clone()?);
+                let len = file.metadata()?.len();
+                if offset.checked_add(size).is_none_or(|end| end > len) {
+                    return Err(invalid("a memory region past the end of its file"));
+                }
+                if may_shrink(fd) {
+                    return Err(invalid(
+                        "a memory region in a memfd without F_SEAL_SHRINK (QEMU seals its memfd backend by default)",
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Whether `fd` is a memfd that may still be shrunk (files that take no seals can be
+/// truncated only by their owner's other writers, which a VMM is; memfds are checked).
+#[allow(unsafe_code)]
+fn may_shrink(fd: &OwnedFd) -> bool {
+    // SAFETY: fcntl(F_GET_SEALS) takes an open descriptor we own and returns an integer.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    seals >= 0 && seals & libc::F_SEAL_SHRINK == 0
 }
 
 #[cfg(test)]
