@@ -500,12 +500,13 @@ pub fn metrics(engine: &Engine, switches: &SwitchLog, send_errors: u64) -> Expos
             );
         }
     }
-    for (reason, n) in &switches.by_reason {
+    for reason in probe::SwitchReason::ALL {
+        let n = switches.by_reason.get(reason.label()).copied().unwrap_or(0);
         e.counter(
             "failoverd_switches_total",
             "Switches of the active datacenter, by reason.",
-            &[("reason", reason)],
-            *n,
+            &[("reason", reason.label())],
+            n,
         );
     }
     let k = engine.keeper_stats();

@@ -238,13 +238,24 @@ fn check_mtu(ctx: &Ctx<'_>, key: &str, mtu: u32) -> Result<u16, ConfigError> {
         })
 }
 
-fn read_key(ctx: &Ctx<'_>, key: &str, path: &Path) -> Result<PrivateKey, ConfigError> {
+/// Reads the private key; it must belong to the user the daemon runs as (`operations.user`
+/// once it drops to it, else the current one), who must be able to read it again at a reload.
+fn read_key(
+    ctx: &Ctx<'_>,
+    key: &str,
+    path: &Path,
+    operations: &Operations,
+) -> Result<PrivateKey, ConfigError> {
+    let runs_as = operations
+        .user
+        .as_ref()
+        .map_or_else(keyfile::effective_uid, |(_, uid, _)| *uid);
     let path = if path.is_relative() {
         ctx.file.parent().unwrap_or(Path::new(".")).join(path)
     } else {
         path.to_path_buf()
     };
-    keyfile::read_private_key(&path).map_err(|e| {
+    keyfile::read_private_key(&path, runs_as).map_err(|e| {
         let text = e.to_string();
         let (problem, fix) = text
             .split_once("; fix: ")
@@ -569,7 +580,12 @@ impl ClientConfig {
             c.metrics_listen.as_deref(),
             c.user.as_deref(),
         )?;
-        let private_key = read_key(&ctx, "client.private_key_file", &c.private_key_file)?;
+        let private_key = read_key(
+            &ctx,
+            "client.private_key_file",
+            &c.private_key_file,
+            &operations,
+        )?;
         if raw_datacenters.is_empty() {
             return Err(ctx.err(
                 "datacenter",
@@ -1069,7 +1085,19 @@ impl GatewayConfig {
                 "give the gateway's inner address, e.g. [\"100.96.0.1/16\"]",
             ));
         }
-        let private_key = read_key(&ctx, "gateway.private_key_file", &g.private_key_file)?;
+        let operations = parse_operations(
+            &ctx,
+            "gateway",
+            g.control_group.as_deref(),
+            g.metrics_listen.as_deref(),
+            g.user.as_deref(),
+        )?;
+        let private_key = read_key(
+            &ctx,
+            "gateway.private_key_file",
+            &g.private_key_file,
+            &operations,
+        )?;
         if raw.client.len() > MAX_CLIENTS {
             return Err(ctx.err(
                 "client",
@@ -1153,13 +1181,7 @@ impl GatewayConfig {
             control_socket: g
                 .control_socket
                 .unwrap_or_else(|| PathBuf::from(format!("/run/failoverd/{}.sock", g.interface))),
-            operations: parse_operations(
-                &ctx,
-                "gateway",
-                g.control_group.as_deref(),
-                g.metrics_listen.as_deref(),
-                g.user.as_deref(),
-            )?,
+            operations,
             interface: g.interface,
             clients,
         })

@@ -217,7 +217,10 @@ fn peer_rights(stream: &UnixStream, access: Access) -> Peer {
     let me = crate::keyfile::effective_uid();
     if cred.uid() == 0 || cred.uid() == me {
         Peer::Steer
-    } else if access.read_group.is_some_and(|g| cred.gid() == g) {
+    } else if access
+        .read_group
+        .is_some_and(|g| cred.gid() == g || member_of(cred.uid(), g))
+    {
         Peer::Read
     } else {
         Peer::Nobody
@@ -266,6 +269,23 @@ async fn ask(to_loop: &mpsc::Sender<Request>, command: Command) -> serde_json::V
     answer
         .await
         .unwrap_or_else(|_| error("the daemon is shutting down"))
+}
+
+/// Whether user `uid` is listed as a member of group `gid` in `/etc/group` (a supplementary
+/// group: `SO_PEERCRED` carries only the primary one).
+fn member_of(uid: u32, gid: u32) -> bool {
+    let Some(name) = crate::privileges::user_name(uid) else {
+        return false;
+    };
+    let Ok(groups) = std::fs::read_to_string("/etc/group") else {
+        return false;
+    };
+    groups.lines().any(|line| {
+        let mut f = line.split(':');
+        let (_, _, id, members) = (f.next(), f.next(), f.next(), f.next());
+        id.and_then(|i| i.parse::<u32>().ok()) == Some(gid)
+            && members.is_some_and(|m| m.split(',').any(|u| u.trim() == name))
+    })
 }
 
 /// The gid of group `name`, from `/etc/group`.

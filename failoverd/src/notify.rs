@@ -40,7 +40,11 @@ impl Notifier {
                 }
                 None => std::os::unix::net::SocketAddr::from_pathname(&p).ok()?,
             };
-            Some((UnixDatagram::unbound().ok()?, addr))
+            // never block the loop on a receiver that does not read (a full queue drops the
+            // notification: the next one follows soon)
+            let socket = UnixDatagram::unbound().ok()?;
+            socket.set_nonblocking(true).ok()?;
+            Some((socket, addr))
         });
         let ours = pid.is_none_or(|p| p.parse::<u32>().ok() == Some(std::process::id()));
         let watchdog = usec

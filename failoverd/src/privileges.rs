@@ -39,6 +39,16 @@ pub fn lookup_user(name: &str) -> Option<(String, u32, u32)> {
     })
 }
 
+/// The name of user `uid`, from `/etc/passwd`.
+pub fn user_name(uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+    })
+}
+
 /// Becomes `uid`/`gid` keeping exactly `keep` (permitted and effective; the bounding set is cut
 /// to it too), and sets no-new-privileges. Must run as root.
 #[allow(unsafe_code)]

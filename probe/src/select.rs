@@ -56,6 +56,17 @@ pub enum SwitchReason {
 }
 
 impl SwitchReason {
+    /// Every reason.
+    pub const ALL: [SwitchReason; 7] = [
+        SwitchReason::ProbeTimeout,
+        SwitchReason::Loss,
+        SwitchReason::Failback,
+        SwitchReason::LowerRtt,
+        SwitchReason::Healthier,
+        SwitchReason::Manual,
+        SwitchReason::Drain,
+    ];
+
     /// snake_case label for logs and metrics.
     pub fn label(self) -> &'static str {
         match self {
