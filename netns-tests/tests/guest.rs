@@ -111,8 +111,15 @@ fn survives_a_failover(test: &str, frontend: Frontend, guest: &str, net: &str, s
     if server.is_ipv6() {
         // the address the shim learned is the one the guest configured
         let learned = status["guest"]["addresses"][1].as_str().unwrap_or("none");
-        let line = run.console.lines().find(|l| l.starts_with("FO-IPV6")).unwrap();
-        assert!(line.contains(&format!(" {learned}/")), "{learned} vs {line}");
+        let line = run
+            .console
+            .lines()
+            .find(|l| l.starts_with("FO-IPV6"))
+            .unwrap();
+        assert!(
+            line.contains(&format!(" {learned}/")),
+            "{learned} vs {line}"
+        );
     }
 }
 
