@@ -107,6 +107,54 @@ pub enum Event {
         /// for a failure: how long the old tunnel had been silent when declared down
         detection: Option<Duration>,
     },
+    /// the first data packet arrived through the tunnel traffic moved to: the inbound data
+    /// path had been silent for `stall` (from the last authenticated datagram on the old
+    /// tunnel), the stall this switch cost every flow at the least
+    Recovered {
+        /// the new tunnel
+        dc: DcId,
+        /// inbound silence across the switch
+        stall: Duration,
+    },
+}
+
+/// Why an operator's request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OperatorError {
+    /// no datacenter has that index
+    #[error("no such datacenter")]
+    Unknown,
+    /// switching to a drained datacenter
+    #[error("the datacenter is drained: undrain it first")]
+    Drained,
+    /// switching to a datacenter that is down
+    #[error("the datacenter is down: its probes are not answered")]
+    Down,
+}
+
+/// One tracked flow, for operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowInfo {
+    /// IP protocol number
+    pub protocol: u8,
+    /// the far end
+    pub remote: IpAddr,
+    /// its port (or 0)
+    pub remote_port: u16,
+    /// the local port (or ICMP echo identifier)
+    pub local_port: u16,
+    /// the tunnel its last outbound packet took
+    pub tunnel: DcId,
+    /// since it was first seen
+    pub age: Duration,
+    /// since its last packet
+    pub idle: Duration,
+    /// packets from the local side
+    pub packets_out: u64,
+    /// packets from the far end
+    pub packets_in: u64,
+    /// TCP: `syn_sent`, `established` or `closing`; other protocols: `-`
+    pub state: &'static str,
 }
 
 /// Errors building the engine.
@@ -123,6 +171,9 @@ pub enum EngineError {
         /// the target
         target: IpAddr,
     },
+    /// a reload changed the stable address
+    #[error("the stable address changed: the gateways claim it; restart the daemon to change it")]
+    StableChanged,
     /// a tunnel could not be built
     #[error("datacenter {name}: {source}")]
     Tunnel {
@@ -172,10 +223,53 @@ pub struct DatacenterStatus {
     pub suppressed: bool,
     /// probe counters
     pub probes: ProbeCounters,
+    /// taken out of service by the operator
+    pub drained: bool,
+}
+
+/// What makes a datacenter's tunnel the same one across a reload.
+#[derive(Debug, Clone, PartialEq)]
+struct TunnelIdentity {
+    own_public: tunnel::PublicKey,
+    peer: tunnel::PublicKey,
+    keepalive: Option<u16>,
+    allowed_ips: tunnel::AllowedIps,
+    endpoint: tunnel::EndpointPolicy,
+    probe: ProbeTarget,
+}
+
+impl TunnelIdentity {
+    fn of(dc: &DatacenterConfig) -> Self {
+        Self {
+            own_public: dc.tunnel.private_key.public_key(),
+            peer: dc.tunnel.peer_public_key,
+            keepalive: dc.tunnel.persistent_keepalive,
+            allowed_ips: dc.tunnel.allowed_ips.clone(),
+            endpoint: dc.tunnel.endpoint,
+            probe: dc.probe,
+        }
+    }
+}
+
+/// What a reload did, by datacenter name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// new datacenters
+    pub added: Vec<String>,
+    /// datacenters no longer configured (their sessions are gone)
+    pub removed: Vec<String>,
+    /// datacenters whose tunnel was rebuilt (key, endpoint, allowed IPs, keepalive or probe
+    /// target changed)
+    pub changed: Vec<String>,
+    /// datacenters whose tunnel was kept as it was
+    pub unchanged: Vec<String>,
 }
 
 struct Datacenter {
     name: String,
+    identity: TunnelIdentity,
+    /// the session index base its tunnel was built with
+    index: u32,
     tunnel: Tunnel,
     established: bool,
     monitor: PathMonitor,
@@ -183,6 +277,8 @@ struct Datacenter {
     probe_source: IpAddr,
     /// why it last went down, and how long it had been silent then
     last_down: Option<(probe::health::DownReason, Duration)>,
+    /// taken out of service by the operator
+    drained: bool,
 }
 
 /// The client engine. See the module docs for the calling contract.
@@ -198,6 +294,9 @@ pub struct Engine {
     keeper: Keeper,
     recovery: Option<Recovery>,
     recovery_buf: Vec<u8>,
+    /// after a switch: the new tunnel and the old tunnel's last authenticated datagram,
+    /// until the first data packet arrives through the new one
+    awaiting_data: Option<(usize, Option<Instant>)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -209,6 +308,46 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+impl Datacenter {
+    fn new(
+        dc: DatacenterConfig,
+        probe: &ProbeConfig,
+        probe_source: IpAddr,
+        now: Instant,
+    ) -> Result<Self, EngineError> {
+        let identity = TunnelIdentity::of(&dc);
+        let index = dc.tunnel.index;
+        let tunnel = Tunnel::new(dc.tunnel).map_err(|source| EngineError::Tunnel {
+            name: dc.name.clone(),
+            source,
+        })?;
+        Ok(Datacenter {
+            monitor: PathMonitor::new(probe.clone(), dc.probe_nonce, now),
+            name: dc.name,
+            identity,
+            index,
+            tunnel,
+            established: false,
+            probe: dc.probe,
+            probe_source,
+            last_down: None,
+            drained: false,
+        })
+    }
+}
+
+fn probe_source(stable: &StableAddresses, dc: &DatacenterConfig) -> Result<IpAddr, EngineError> {
+    let target = dc.probe.addr();
+    match target {
+        IpAddr::V4(_) => stable.v4.map(IpAddr::V4),
+        IpAddr::V6(_) => stable.v6.map(IpAddr::V6),
+    }
+    .ok_or_else(|| EngineError::ProbeFamily {
+        name: dc.name.clone(),
+        target,
+    })
+}
+
 impl Engine {
     /// Builds every tunnel and monitor. Nothing is sent before the first
     /// [`Engine::handle_timeout`], which the front end must call at once.
@@ -218,34 +357,14 @@ impl Engine {
         }
         let mut dcs = Vec::with_capacity(config.datacenters.len());
         for (i, dc) in config.datacenters.into_iter().enumerate() {
-            let target = dc.probe.addr();
-            let probe_source = match target {
-                IpAddr::V4(_) => config.stable.v4.map(IpAddr::V4),
-                IpAddr::V6(_) => config.stable.v6.map(IpAddr::V6),
-            }
-            .ok_or_else(|| EngineError::ProbeFamily {
-                name: dc.name.clone(),
-                target,
-            })?;
-            let tunnel = Tunnel::new(dc.tunnel).map_err(|source| EngineError::Tunnel {
-                name: dc.name.clone(),
-                source,
-            })?;
-            let mut monitor = PathMonitor::new(config.probe.clone(), dc.probe_nonce, now);
-            monitor.set_intent(if i == 0 {
+            let probe_source = probe_source(&config.stable, &dc)?;
+            let mut d = Datacenter::new(dc, &config.probe, probe_source, now)?;
+            d.monitor.set_intent(if i == 0 {
                 Intent::Active
             } else {
                 Intent::Standby
             });
-            dcs.push(Datacenter {
-                name: dc.name,
-                tunnel,
-                established: false,
-                monitor,
-                probe: dc.probe,
-                probe_source,
-                last_down: None,
-            });
+            dcs.push(d);
         }
         Ok(Self {
             dcs,
@@ -270,6 +389,7 @@ impl Engine {
             }),
             recovery: None,
             recovery_buf: Vec::with_capacity(tunnel::MAX_DATAGRAM),
+            awaiting_data: None,
         })
     }
 
@@ -335,6 +455,18 @@ impl Engine {
             Outcome::Deliver(packet) => match probe::packet::probe_reply(packet, dc.probe) {
                 None => match self.keeper.inbound(now, packet) {
                     Ok(len) => match packet.get_mut(..len) {
+                        Some(p) if self.awaiting_data.is_some_and(|(to, _)| to == i) => {
+                            if let Some((_, Some(last))) = self.awaiting_data.take() {
+                                push_event(
+                                    &mut self.events,
+                                    Event::Recovered {
+                                        dc: DcId(i),
+                                        stall: now.saturating_duration_since(last),
+                                    },
+                                );
+                            }
+                            Outcome::Deliver(p)
+                        }
                         Some(p) => Outcome::Deliver(p),
                         None => Outcome::Done,
                     },
@@ -512,6 +644,7 @@ impl Engine {
                 suppressed: d.monitor.suppressed(),
                 srtt: d.monitor.srtt(),
                 down: d.last_down,
+                drained: d.drained,
             })
             .collect();
         if let Some(sw) = self.selector.evaluate(now, &views) {
@@ -521,6 +654,11 @@ impl Engine {
 
     fn apply_switch(&mut self, now: Instant, sw: probe::SwitchEvent) {
         self.recovery = None;
+        let old_rx = self
+            .dcs
+            .get(sw.from)
+            .and_then(|d| d.tunnel.last_authenticated_rx());
+        self.awaiting_data = Some((sw.to, old_rx));
         if self.keeper.on_switch(now, sw.from) > 0 {
             let wait = self
                 .dcs
@@ -555,15 +693,197 @@ impl Engine {
         );
     }
 
-    /// Moves traffic to `dc` by operator request (it stays there while it is alive).
-    pub fn switch_to(&mut self, now: Instant, dc: DcId) -> bool {
-        if dc.0 >= self.dcs.len() {
-            return false;
+    /// Moves traffic to `dc` by operator request; it stays there (failback and the RTT policy
+    /// leave it alone) while it is alive.
+    pub fn switch_to(&mut self, now: Instant, dc: DcId) -> Result<(), OperatorError> {
+        let d = self.dcs.get(dc.0).ok_or(OperatorError::Unknown)?;
+        if d.drained {
+            return Err(OperatorError::Drained);
+        }
+        if d.monitor.health() == PathHealth::Down {
+            return Err(OperatorError::Down);
         }
         if let Some(sw) = self.selector.force(dc.0) {
             self.apply_switch(now, sw);
         }
-        true
+        Ok(())
+    }
+
+    /// Takes `dc` out of service (`drained`) or back in. Traffic leaves a drained datacenter
+    /// at once for any other live one, and never returns while it is drained.
+    pub fn set_drained(
+        &mut self,
+        now: Instant,
+        dc: DcId,
+        drained: bool,
+    ) -> Result<(), OperatorError> {
+        let d = self.dcs.get_mut(dc.0).ok_or(OperatorError::Unknown)?;
+        if d.drained != drained {
+            d.drained = drained;
+            self.selector.unpin();
+        }
+        self.after_health_changes(now, true);
+        Ok(())
+    }
+
+    /// Whether `dc` is drained.
+    pub fn is_drained(&self, dc: DcId) -> bool {
+        self.dcs.get(dc.0).is_some_and(|d| d.drained)
+    }
+
+    /// The datacenter named `name`.
+    pub fn find(&self, name: &str) -> Option<DcId> {
+        self.dcs.iter().position(|d| d.name == name).map(DcId)
+    }
+
+    /// The tracked flows, most recently used first, at most `limit`.
+    pub fn flow_list(&self, now: Instant, limit: usize) -> Vec<FlowInfo> {
+        let mut flows: Vec<&sessionkeeper::flows::Flow> = self.keeper.flows().iter().collect();
+        flows.sort_unstable_by_key(|f| std::cmp::Reverse(f.last_seen));
+        flows
+            .into_iter()
+            .take(limit)
+            .map(|f| FlowInfo {
+                protocol: f.key.protocol,
+                remote: f.key.remote,
+                remote_port: f.key.remote_port,
+                local_port: f.key.local_port,
+                tunnel: DcId(f.last_tunnel),
+                age: now.saturating_duration_since(f.created),
+                idle: now.saturating_duration_since(f.last_seen),
+                packets_out: f.packets_out,
+                packets_in: f.packets_in,
+                state: match &f.tcp {
+                    None => "-",
+                    Some(t) if t.closing() => "closing",
+                    Some(_) if f.packets_out > 0 && f.packets_in > 0 => "established",
+                    Some(_) => "syn_sent",
+                },
+            })
+            .collect()
+    }
+
+    /// Applies a new configuration (a reload). Datacenters are matched by name: one whose
+    /// tunnel is the same (keys, endpoint, allowed IPs, keepalive, probe target) keeps its
+    /// session, probe history and drain state; others are built new (and handshake at the next
+    /// [`Engine::handle_timeout`]); missing ones are dropped. Probe timings, the policy and the
+    /// session keeper's local addresses and recovery switch apply at once. The active
+    /// datacenter stays active if it is kept; otherwise the selector picks anew.
+    ///
+    /// Refused, leaving everything as it was: a changed stable address (the gateways claim it)
+    /// or an empty datacenter list.
+    pub fn reconfigure(
+        &mut self,
+        config: EngineConfig,
+        now: Instant,
+    ) -> Result<ReloadReport, EngineError> {
+        if config.datacenters.is_empty() {
+            return Err(EngineError::NoDatacenter);
+        }
+        if config.stable != self.keeper_stable() {
+            return Err(EngineError::StableChanged);
+        }
+        // Validate and build everything new before touching the running state.
+        let mut report = ReloadReport::default();
+        let mut plan: Vec<(DatacenterConfig, Option<usize>)> = Vec::new();
+        for dc in config.datacenters {
+            probe_source(&config.stable, &dc)?;
+            let old = self.dcs.iter().position(|d| d.name == dc.name);
+            let keep = old.filter(|&i| {
+                self.dcs
+                    .get(i)
+                    .is_some_and(|d| d.identity == TunnelIdentity::of(&dc))
+            });
+            match (old, keep) {
+                (None, _) => report.added.push(dc.name.clone()),
+                (Some(_), Some(_)) => report.unchanged.push(dc.name.clone()),
+                (Some(_), None) => report.changed.push(dc.name.clone()),
+            }
+            plan.push((dc, keep));
+        }
+        let mut fresh: Vec<Option<Datacenter>> = Vec::with_capacity(plan.len());
+        let used_indexes: Vec<u32> = plan
+            .iter()
+            .filter_map(|(_, keep)| *keep)
+            .filter_map(|i| self.dcs.get(i).map(|d| d.index))
+            .collect();
+        let mut next_index = 0u32;
+        for (dc, keep) in &plan {
+            if keep.is_some() {
+                fresh.push(None);
+                continue;
+            }
+            // a session index base no kept tunnel uses
+            while used_indexes.contains(&next_index) {
+                next_index += 1;
+            }
+            let mut cfg = DatacenterConfig {
+                name: dc.name.clone(),
+                tunnel: dc.tunnel.clone(),
+                probe: dc.probe,
+                probe_nonce: dc.probe_nonce,
+            };
+            cfg.tunnel.index = next_index;
+            next_index += 1;
+            let source = probe_source(&config.stable, &cfg)?;
+            fresh.push(Some(Datacenter::new(cfg, &config.probe, source, now)?));
+        }
+        // Commit.
+        let old_active = self.dcs.get(self.selector.active()).map(|d| d.name.clone());
+        let old_pinned = self
+            .selector
+            .pinned()
+            .and_then(|i| self.dcs.get(i))
+            .map(|d| d.name.clone());
+        let mut old: Vec<Option<Datacenter>> = self.dcs.drain(..).map(Some).collect();
+        for d in old.iter().flatten() {
+            if !plan.iter().any(|(dc, _)| dc.name == d.name) {
+                report.removed.push(d.name.clone());
+            }
+        }
+        for ((_, keep), built) in plan.iter().zip(fresh) {
+            let d = match (keep, built) {
+                (Some(i), _) => old.get_mut(*i).and_then(Option::take),
+                (None, built) => built,
+            };
+            if let Some(mut d) = d {
+                d.monitor.set_config(config.probe.clone(), now);
+                self.dcs.push(d);
+            }
+        }
+        let position = |name: &Option<String>| {
+            name.as_ref()
+                .and_then(|n| self.dcs.iter().position(|d| &d.name == n))
+        };
+        let active = position(&old_active);
+        self.selector = Selector::renumbered(
+            config.policy,
+            now,
+            active.unwrap_or(0),
+            position(&old_pinned),
+        );
+        for (i, d) in self.dcs.iter_mut().enumerate() {
+            d.monitor.set_intent(if Some(i) == active {
+                Intent::Active
+            } else {
+                Intent::Standby
+            });
+        }
+        self.recovery = None;
+        self.awaiting_data = None;
+        self.flushing = None;
+        self.keeper.reconfigure(&config.keeper);
+        self.after_health_changes(now, true);
+        Ok(report)
+    }
+
+    fn keeper_stable(&self) -> StableAddresses {
+        self.keeper.stable()
+    }
+
+    /// The client's stable addresses.
+    pub fn stable(&self) -> StableAddresses {
+        self.keeper.stable()
     }
 
     /// The next event, if any.
@@ -587,6 +907,7 @@ impl Engine {
                 loss: d.monitor.loss(),
                 suppressed: d.monitor.suppressed(),
                 probes: d.monitor.counters(),
+                drained: d.drained,
             })
             .collect()
     }

@@ -59,6 +59,12 @@ struct Sim {
     inside: Vec<(Duration, usize, Vec<u8>)>,
     out: Vec<u8>,
     out2: Vec<u8>,
+    /// what a reload needs to rebuild the client's configuration
+    client_key: PrivateKey,
+    dc_keys: Vec<(SocketAddr, tunnel::PublicKey)>,
+    seed: u64,
+    /// the engine's other events, in order
+    events: Vec<Event>,
 }
 
 impl Sim {
@@ -123,6 +129,10 @@ impl Sim {
             t0,
         )
         .unwrap();
+        let dc_keys = gateways
+            .iter()
+            .map(|(a, g)| (*a, *g.responder().public_key()))
+            .collect();
         let links = vec![
             Link {
                 delay: Duration::from_millis(1),
@@ -150,6 +160,10 @@ impl Sim {
             inside: Vec::new(),
             out: vec![0; 70_000],
             out2: vec![0; 70_000],
+            dc_keys,
+            client_key,
+            seed,
+            events: Vec::new(),
         }
     }
 
@@ -197,6 +211,7 @@ impl Sim {
                 self.switches
                     .push((self.elapsed(), from, to, reason, detection));
             }
+            self.events.push(e);
         }
         for i in 0..self.gateways.len() {
             while let Some(e) = self.gateways[i].1.poll_event() {
@@ -787,4 +802,155 @@ fn without_recovery_nothing_is_resent() {
     let (sim, _, _) = recovery_run(false);
     assert!(sim.inside.iter().all(|(_, dc, _)| *dc == 0));
     assert_eq!(sim.client.keeper_stats().recovery_segments, 0);
+}
+
+/// The engine configuration the sim started with, for `names` (a subset or reordering of
+/// dc1..dcN, by index into the sim's gateways).
+fn config_for(sim: &Sim, dcs: &[usize], policy: Policy) -> EngineConfig {
+    EngineConfig {
+        stable: StableAddresses {
+            v4: Some([100, 96, 0, 2].into()),
+            v6: None,
+        },
+        datacenters: dcs
+            .iter()
+            .map(|&i| DatacenterConfig {
+                name: format!("dc{}", i + 1),
+                tunnel: TunnelConfig {
+                    private_key: sim.client_key.clone(),
+                    peer_public_key: sim.dc_keys[i].1,
+                    persistent_keepalive: None,
+                    index: i as u32,
+                    allowed_ips: AllowedIps::new(vec!["0.0.0.0/0".parse().unwrap()]),
+                    endpoint: EndpointPolicy::Fixed(sim.dc_keys[i].0),
+                    keep_established: true,
+                },
+                probe: ProbeTarget::Gateway(IpAddr::from(GW_INNER)),
+                probe_nonce: sim.seed.wrapping_mul(31).wrapping_add(i as u64),
+            })
+            .collect(),
+        probe: ProbeConfig::default(),
+        policy,
+        keeper: KeeperConfig::new(StableAddresses::default(), 1420),
+    }
+}
+
+fn handshakes(sim: &Sim) -> Vec<u64> {
+    sim.client
+        .status()
+        .iter()
+        .map(|d| d.stats.handshakes)
+        .collect()
+}
+
+#[test]
+fn drain_moves_traffic_off_and_keeps_it_off_until_undrained() {
+    let mut sim = warm(3, 41, priority());
+    let t = sim.elapsed();
+    let now = sim.now;
+    sim.client.set_drained(now, DcId(0), true).unwrap();
+    sim.collect_events();
+    assert_eq!(
+        sim.switches_after(t)
+            .iter()
+            .map(|s| (s.1, s.2, s.3))
+            .collect::<Vec<_>>(),
+        vec![(0, 1, SwitchReason::Drain)]
+    );
+    // drained, dc1 stays healthy but is never chosen again, also when dc2 fails
+    sim.links[1].black_up = true;
+    sim.links[1].black_down = true;
+    sim.run_until(t + Duration::from_secs(3));
+    assert_eq!(sim.client.active(), DcId(2), "{:?}", sim.switches);
+    assert!(sim.client.is_drained(DcId(0)));
+    // refused: switching to a drained datacenter, or to one that is down
+    let now = sim.now;
+    assert_eq!(
+        sim.client.switch_to(now, DcId(0)),
+        Err(engine::OperatorError::Drained)
+    );
+    assert_eq!(
+        sim.client.switch_to(now, DcId(1)),
+        Err(engine::OperatorError::Down)
+    );
+    assert_eq!(
+        sim.client.switch_to(now, DcId(9)),
+        Err(engine::OperatorError::Unknown)
+    );
+    // undrained, failback takes traffic home
+    sim.client.set_drained(now, DcId(0), false).unwrap();
+    sim.collect_events();
+    assert_eq!(sim.client.active(), DcId(0));
+    assert_eq!(sim.switches.last().unwrap().3, SwitchReason::Failback);
+}
+
+#[test]
+fn a_manual_switch_holds_against_failback_until_its_datacenter_fails() {
+    let mut sim = warm(3, 42, priority());
+    let now = sim.now;
+    sim.client.switch_to(now, DcId(2)).unwrap();
+    let t = sim.elapsed();
+    sim.run_until(t + Duration::from_secs(5));
+    assert_eq!(
+        sim.client.active(),
+        DcId(2),
+        "failback must not undo the operator"
+    );
+    sim.links[2].black_up = true;
+    sim.links[2].black_down = true;
+    sim.run_until(t + Duration::from_secs(6));
+    assert_eq!(sim.client.active(), DcId(0), "{:?}", sim.switches);
+}
+
+#[test]
+fn a_reload_keeps_unchanged_tunnels_and_the_active_one() {
+    let mut sim = warm(3, 43, priority());
+    let before = handshakes(&sim);
+    let now = sim.now;
+    // dc3 dropped, dc1 and dc2 kept, probe interval changed
+    let mut cfg = config_for(&sim, &[0, 1], priority());
+    cfg.probe.interval = Duration::from_millis(30);
+    let report = sim.client.reconfigure(cfg, now).unwrap();
+    assert_eq!(report.removed, vec!["dc3".to_owned()]);
+    assert_eq!(report.unchanged, vec!["dc1".to_owned(), "dc2".to_owned()]);
+    assert!(report.added.is_empty() && report.changed.is_empty());
+    assert_eq!(
+        sim.client.name(sim.client.active()),
+        "dc1",
+        "dc1 stays active"
+    );
+    let t = sim.elapsed();
+    sim.run_until(t + Duration::from_secs(2));
+    // no new handshake on the kept tunnels, no switch
+    assert_eq!(handshakes(&sim), vec![before[0], before[1]]);
+    assert!(sim.switches_after(t).is_empty(), "{:?}", sim.switches);
+    // dc3 back, with a changed keepalive: built new, and it comes up
+    let mut cfg = config_for(&sim, &[0, 1, 2], priority());
+    cfg.datacenters[1].tunnel.persistent_keepalive = Some(25);
+    let now = sim.now;
+    let report = sim.client.reconfigure(cfg, now).unwrap();
+    assert_eq!(report.added, vec!["dc3".to_owned()]);
+    assert_eq!(report.changed, vec!["dc2".to_owned()]);
+    sim.run_until(t + Duration::from_secs(4));
+    let status = sim.client.status();
+    assert!(status.iter().all(|d| d.established), "{status:?}");
+    assert_eq!(sim.client.name(sim.client.active()), "dc1");
+    // a new order is a new priority: traffic follows it (dc2, rebuilt again for its keepalive,
+    // once it is up and past its hold-down)
+    let now = sim.now;
+    sim.client
+        .reconfigure(config_for(&sim, &[1, 0, 2], priority()), now)
+        .unwrap();
+    sim.run_until(t + Duration::from_secs(7));
+    assert_eq!(sim.client.name(sim.client.active()), "dc2");
+    assert_eq!(sim.switches.last().unwrap().3, SwitchReason::Failback);
+    // a changed stable address is refused and nothing changes
+    let mut cfg = config_for(&sim, &[0], priority());
+    cfg.stable.v4 = Some([100, 96, 0, 3].into());
+    let now = sim.now;
+    assert!(matches!(
+        sim.client.reconfigure(cfg, now),
+        Err(engine::EngineError::StableChanged)
+    ));
+    assert_eq!(sim.client.status().len(), 3);
 }

@@ -238,13 +238,24 @@ fn check_mtu(ctx: &Ctx<'_>, key: &str, mtu: u32) -> Result<u16, ConfigError> {
         })
 }
 
-fn read_key(ctx: &Ctx<'_>, key: &str, path: &Path) -> Result<PrivateKey, ConfigError> {
+/// Reads the private key; it must belong to the user the daemon runs as (`operations.user`
+/// once it drops to it, else the current one), who must be able to read it again at a reload.
+fn read_key(
+    ctx: &Ctx<'_>,
+    key: &str,
+    path: &Path,
+    operations: &Operations,
+) -> Result<PrivateKey, ConfigError> {
+    let runs_as = operations
+        .user
+        .as_ref()
+        .map_or_else(keyfile::effective_uid, |(_, uid, _)| *uid);
     let path = if path.is_relative() {
         ctx.file.parent().unwrap_or(Path::new(".")).join(path)
     } else {
         path.to_path_buf()
     };
-    keyfile::read_private_key(&path).map_err(|e| {
+    keyfile::read_private_key(&path, runs_as).map_err(|e| {
         let text = e.to_string();
         let (problem, fix) = text
             .split_once("; fix: ")
@@ -291,6 +302,12 @@ struct RawClient {
     flow_table_size: usize,
     #[serde(default = "default_true")]
     switch_recovery: bool,
+    #[serde(default)]
+    control_group: Option<String>,
+    #[serde(default)]
+    metrics_listen: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
 }
 
 fn default_flow_table_size() -> usize {
@@ -387,6 +404,66 @@ pub enum ProbeKind {
     Icmp,
 }
 
+/// How the daemon is run and watched: the control socket's readers, metrics, the user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Operations {
+    /// members of this group (by gid) may read the control socket
+    pub control_group: Option<(String, u32)>,
+    /// where Prometheus metrics are served (`None`: not at all)
+    pub metrics_listen: Option<SocketAddr>,
+    /// the user (uid, gid) to run as after setup, keeping only the capabilities it needs
+    pub user: Option<(String, u32, u32)>,
+}
+
+fn parse_operations(
+    ctx: &Ctx<'_>,
+    section: &str,
+    control_group: Option<&str>,
+    metrics_listen: Option<&str>,
+    user: Option<&str>,
+) -> Result<Operations, ConfigError> {
+    let control_group = control_group
+        .map(|g| {
+            crate::control::group_id(g)
+                .map(|gid| (g.to_owned(), gid))
+                .ok_or_else(|| {
+                    ctx.err(
+                        format!("{section}.control_group"),
+                        format!("there is no group '{g}'"),
+                        format!("create it (groupadd {g}) or name an existing group"),
+                    )
+                })
+        })
+        .transpose()?;
+    let metrics_listen = metrics_listen
+        .map(|text| {
+            text.parse::<SocketAddr>().map_err(|_| {
+                ctx.err(
+                    format!("{section}.metrics_listen"),
+                    format!("'{text}' is not an address:port"),
+                    "write e.g. 127.0.0.1:9581 (metrics are served to whoever can reach it: keep it on loopback or a management network)",
+                )
+            })
+        })
+        .transpose()?;
+    let user = user
+        .map(|name| {
+            crate::privileges::lookup_user(name).ok_or_else(|| {
+                ctx.err(
+                    format!("{section}.user"),
+                    format!("there is no user '{name}'"),
+                    format!("create it (useradd --system {name}) or remove the key to stay root"),
+                )
+            })
+        })
+        .transpose()?;
+    Ok(Operations {
+        control_group,
+        metrics_listen,
+        user,
+    })
+}
+
 /// The client daemon's configuration.
 #[derive(Debug)]
 pub struct ClientConfig {
@@ -416,6 +493,8 @@ pub struct ClientConfig {
     pub flow_table_size: usize,
     /// switch-over recovery of live TCP flows
     pub switch_recovery: bool,
+    /// control socket readers, metrics, user
+    pub operations: Operations,
 }
 
 /// Reads a list of at most one IPv4 and one IPv6 address.
@@ -494,7 +573,19 @@ impl ClientConfig {
             ));
         }
         let routes = parse_prefixes(&ctx, "client.routes", &c.routes)?;
-        let private_key = read_key(&ctx, "client.private_key_file", &c.private_key_file)?;
+        let operations = parse_operations(
+            &ctx,
+            "client",
+            c.control_group.as_deref(),
+            c.metrics_listen.as_deref(),
+            c.user.as_deref(),
+        )?;
+        let private_key = read_key(
+            &ctx,
+            "client.private_key_file",
+            &c.private_key_file,
+            &operations,
+        )?;
         if raw_datacenters.is_empty() {
             return Err(ctx.err(
                 "datacenter",
@@ -621,6 +712,7 @@ impl ClientConfig {
             local_v6,
             flow_table_size: c.flow_table_size,
             switch_recovery: c.switch_recovery,
+            operations,
         })
     }
 }
@@ -893,6 +985,12 @@ struct RawGateway {
     inside_interface: String,
     #[serde(default = "default_claim_timeout")]
     claim_timeout_ms: u64,
+    #[serde(default)]
+    control_group: Option<String>,
+    #[serde(default)]
+    metrics_listen: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -945,6 +1043,8 @@ pub struct GatewayConfig {
     pub claim_timeout: Duration,
     /// clients
     pub clients: Vec<GatewayClient>,
+    /// control socket readers, metrics, user
+    pub operations: Operations,
 }
 
 impl GatewayConfig {
@@ -985,7 +1085,19 @@ impl GatewayConfig {
                 "give the gateway's inner address, e.g. [\"100.96.0.1/16\"]",
             ));
         }
-        let private_key = read_key(&ctx, "gateway.private_key_file", &g.private_key_file)?;
+        let operations = parse_operations(
+            &ctx,
+            "gateway",
+            g.control_group.as_deref(),
+            g.metrics_listen.as_deref(),
+            g.user.as_deref(),
+        )?;
+        let private_key = read_key(
+            &ctx,
+            "gateway.private_key_file",
+            &g.private_key_file,
+            &operations,
+        )?;
         if raw.client.len() > MAX_CLIENTS {
             return Err(ctx.err(
                 "client",
@@ -1069,6 +1181,7 @@ impl GatewayConfig {
             control_socket: g
                 .control_socket
                 .unwrap_or_else(|| PathBuf::from(format!("/run/failoverd/{}.sock", g.interface))),
+            operations,
             interface: g.interface,
             clients,
         })

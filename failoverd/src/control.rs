@@ -1,9 +1,15 @@
 //! The control socket: a unix stream socket speaking one line of JSON each way.
 //!
-//! Request: `{"v":1,"cmd":"status"}`. Response: `{"v":1,"ok":true,...}` or
-//! `{"v":1,"ok":false,"error":"..."}`. Every request is checked with `SO_PEERCRED`: only root and
-//! the daemon's own uid are served. Requests are bounded (4 KiB, 2 s, 16 connections at once).
-//! The socket is created 0600. Nothing in a request is ever executed; no key is ever returned.
+//! Request: `{"v":1,"cmd":"status"}` (some commands take `"datacenter"` or `"limit"`).
+//! Response: `{"v":1,"ok":true,...}` or `{"v":1,"ok":false,"error":"..."}`. The README's
+//! "Control socket" section lists every command.
+//!
+//! Who may ask, checked with `SO_PEERCRED` on every connection (one request per connection, so
+//! the credentials are the requester's at request time): root and the daemon's own uid may do
+//! everything; with `control_group` set, processes whose group is that group may read (status,
+//! tunnels, flows, events, clients) but not steer. The socket is 0600, or 0660 owned by the
+//! control group. Requests are bounded: 4 KiB, 2 s, 16 connections at once (more are closed at
+//! once). Nothing in a request is ever executed or used as a path; no key is ever returned.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,12 +24,47 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 const MAX_REQUEST: u64 = 4096;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_CONNECTIONS: usize = 16;
+/// Most flows one `flows` answer lists.
+pub const MAX_FLOWS_LISTED: usize = 10_000;
+/// Flows listed when the request names no limit.
+const DEFAULT_FLOWS_LISTED: usize = 100;
 
 /// A request the daemon's loop answers.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// everything `status` shows
+    /// everything at a glance
     Status,
+    /// the datacenters' tunnels
+    Tunnels,
+    /// tracked flows, most recent first
+    Flows {
+        /// at most this many
+        limit: usize,
+    },
+    /// the switch log
+    Events,
+    /// a gateway's clients
+    Clients,
+    /// move traffic to a datacenter and keep it there while it is alive
+    Switch(String),
+    /// take a datacenter out of service
+    Drain(String),
+    /// put it back
+    Undrain(String),
+    /// re-read the configuration file
+    Reload,
+    /// Prometheus text (answered as `{"text": ...}`)
+    Metrics,
+}
+
+impl Command {
+    /// Whether the command changes what the daemon does (only root and the daemon's user).
+    pub fn steers(&self) -> bool {
+        matches!(
+            self,
+            Command::Switch(_) | Command::Drain(_) | Command::Undrain(_) | Command::Reload
+        )
+    }
 }
 
 /// A request with the channel its answer goes back on.
@@ -40,6 +81,49 @@ pub struct Request {
 struct WireRequest {
     v: u32,
     cmd: String,
+    #[serde(default)]
+    datacenter: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+const KNOWN: &str =
+    "status, tunnels, flows, events, clients, metrics, switch, drain, undrain, reload";
+
+impl WireRequest {
+    fn command(self) -> Result<Command, String> {
+        let dc = |cmd: &str| {
+            self.datacenter
+                .clone()
+                .filter(|d| !d.is_empty() && d.len() <= 64)
+                .ok_or_else(|| format!("{cmd} needs \"datacenter\": the name of a datacenter"))
+        };
+        Ok(match self.cmd.as_str() {
+            "status" => Command::Status,
+            "tunnels" => Command::Tunnels,
+            "flows" => Command::Flows {
+                limit: self
+                    .limit
+                    .unwrap_or(DEFAULT_FLOWS_LISTED)
+                    .min(MAX_FLOWS_LISTED),
+            },
+            "events" => Command::Events,
+            "clients" => Command::Clients,
+            "switch" => Command::Switch(dc("switch")?),
+            "drain" => Command::Drain(dc("drain")?),
+            "undrain" => Command::Undrain(dc("undrain")?),
+            "reload" => Command::Reload,
+            "metrics" => Command::Metrics,
+            _ => return Err(format!("unknown command; known: {KNOWN}")),
+        })
+    }
+}
+
+/// Who may use the socket besides root and the daemon's user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Access {
+    /// this group may read (not steer)
+    pub read_group: Option<u32>,
 }
 
 /// Removes the socket file when dropped.
@@ -54,8 +138,18 @@ impl Drop for ControlSocket {
     }
 }
 
-/// Binds the socket at `path` (0600) and serves it until the receiver is dropped.
-pub fn serve(path: &Path, to_loop: mpsc::Sender<Request>) -> anyhow::Result<ControlSocket> {
+/// An answer refusing the request.
+pub fn error(message: &str) -> serde_json::Value {
+    serde_json::json!({"v": 1, "ok": false, "error": message})
+}
+
+/// Binds the socket at `path` (0600, or 0660 with the read group as its group) and serves it
+/// until the receiver is dropped.
+pub fn serve(
+    path: &Path,
+    access: Access,
+    to_loop: mpsc::Sender<Request>,
+) -> anyhow::Result<ControlSocket> {
     use std::os::unix::fs::PermissionsExt as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
@@ -73,8 +167,16 @@ pub fn serve(path: &Path, to_loop: mpsc::Sender<Request>) -> anyhow::Result<Cont
     }
     let listener = UnixListener::bind(path)
         .with_context(|| format!("binding the control socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("setting 0600 on {}", path.display()))?;
+    let mode = match access.read_group {
+        Some(gid) => {
+            std::os::unix::fs::chown(path, None, Some(gid))
+                .with_context(|| format!("giving {} to group {gid}", path.display()))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting {mode:o} on {}", path.display()))?;
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
@@ -89,7 +191,8 @@ pub fn serve(path: &Path, to_loop: mpsc::Sender<Request>) -> anyhow::Result<Cont
             };
             let to_loop = to_loop.clone();
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, to_loop)).await;
+                let _ =
+                    tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, access, to_loop)).await;
                 drop(permit);
             });
         }
@@ -99,18 +202,36 @@ pub fn serve(path: &Path, to_loop: mpsc::Sender<Request>) -> anyhow::Result<Cont
     })
 }
 
-fn error(message: &str) -> serde_json::Value {
-    serde_json::json!({"v": 1, "ok": false, "error": message})
+/// What the peer may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Steer,
+    Read,
+    Nobody,
 }
 
-async fn handle(stream: UnixStream, to_loop: mpsc::Sender<Request>) {
-    let authorized = stream.peer_cred().is_ok_and(|c| {
-        let me = crate::keyfile::effective_uid();
-        c.uid() == 0 || c.uid() == me
-    });
+fn peer_rights(stream: &UnixStream, access: Access) -> Peer {
+    let Ok(cred) = stream.peer_cred() else {
+        return Peer::Nobody;
+    };
+    let me = crate::keyfile::effective_uid();
+    if cred.uid() == 0 || cred.uid() == me {
+        Peer::Steer
+    } else if access
+        .read_group
+        .is_some_and(|g| cred.gid() == g || member_of(cred.uid(), g))
+    {
+        Peer::Read
+    } else {
+        Peer::Nobody
+    }
+}
+
+async fn handle(stream: UnixStream, access: Access, to_loop: mpsc::Sender<Request>) {
+    let rights = peer_rights(&stream, access);
     let (read, mut write) = stream.into_split();
-    let answer = if !authorized {
-        error("permission denied: only root and the daemon's user may use this socket")
+    let answer = if rights == Peer::Nobody {
+        error("permission denied: only root, the daemon's user and the control group may use this socket")
     } else {
         let mut line = String::new();
         let mut reader = BufReader::new(read.take(MAX_REQUEST));
@@ -120,11 +241,17 @@ async fn handle(stream: UnixStream, to_loop: mpsc::Sender<Request>) {
             }
             Ok(_) => match serde_json::from_str::<WireRequest>(&line) {
                 Ok(r) if r.v != 1 => error("unsupported protocol version; this daemon speaks v=1"),
-                Ok(r) if r.cmd == "status" => ask(&to_loop, Command::Status).await,
-                Ok(_) => error("unknown command; known: status"),
-                Err(_) => {
-                    error("malformed request; send {\"v\":1,\"cmd\":\"status\"} and a newline")
-                }
+                Ok(r) => match r.command() {
+                    Ok(c) if c.steers() && rights != Peer::Steer => error(
+                        "permission denied: the control group may read; only root and the \
+                         daemon's user may steer",
+                    ),
+                    Ok(c) => ask(&to_loop, c).await,
+                    Err(e) => error(&e),
+                },
+                Err(_) => error(
+                    "malformed request; send one JSON object and a newline, e.g. {\"v\":1,\"cmd\":\"status\"}",
+                ),
             },
             Err(_) => error("unreadable request"),
         }
@@ -142,4 +269,67 @@ async fn ask(to_loop: &mpsc::Sender<Request>, command: Command) -> serde_json::V
     answer
         .await
         .unwrap_or_else(|_| error("the daemon is shutting down"))
+}
+
+/// Whether user `uid` is listed as a member of group `gid` in `/etc/group` (a supplementary
+/// group: `SO_PEERCRED` carries only the primary one).
+fn member_of(uid: u32, gid: u32) -> bool {
+    let Some(name) = crate::privileges::user_name(uid) else {
+        return false;
+    };
+    let Ok(groups) = std::fs::read_to_string("/etc/group") else {
+        return false;
+    };
+    groups.lines().any(|line| {
+        let mut f = line.split(':');
+        let (_, _, id, members) = (f.next(), f.next(), f.next(), f.next());
+        id.and_then(|i| i.parse::<u32>().ok()) == Some(gid)
+            && members.is_some_and(|m| m.split(',').any(|u| u.trim() == name))
+    })
+}
+
+/// The gid of group `name`, from `/etc/group`.
+pub fn group_id(name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name).then_some(())?;
+        fields.nth(1)?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(line: &str) -> Result<Command, String> {
+        serde_json::from_str::<WireRequest>(line)
+            .map_err(|e| e.to_string())?
+            .command()
+    }
+
+    #[test]
+    fn requests_parse_into_commands() {
+        assert_eq!(parse(r#"{"v":1,"cmd":"status"}"#), Ok(Command::Status));
+        assert_eq!(
+            parse(r#"{"v":1,"cmd":"flows","limit":5}"#),
+            Ok(Command::Flows { limit: 5 })
+        );
+        assert_eq!(
+            parse(r#"{"v":1,"cmd":"flows","limit":99999999}"#),
+            Ok(Command::Flows {
+                limit: MAX_FLOWS_LISTED
+            })
+        );
+        assert_eq!(
+            parse(r#"{"v":1,"cmd":"drain","datacenter":"dc1"}"#),
+            Ok(Command::Drain("dc1".into()))
+        );
+        assert!(parse(r#"{"v":1,"cmd":"switch"}"#).is_err());
+        assert!(parse(r#"{"v":1,"cmd":"switch","datacenter":""}"#).is_err());
+        assert!(parse(r#"{"v":1,"cmd":"rm -rf /"}"#).is_err());
+        assert!(parse(r#"{"v":1,"cmd":"status","extra":1}"#).is_err());
+        assert!(Command::Reload.steers() && !Command::Tunnels.steers());
+    }
 }

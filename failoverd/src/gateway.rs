@@ -18,8 +18,10 @@ use tunnel::{Outcome, PeerConfig, PeerId};
 
 use crate::config::GatewayConfig;
 use crate::control::{self, Command};
+use crate::metrics::{self, Exposition};
+use crate::notify::Notifier;
 use crate::takeover::Takeover;
-use crate::{clock, drops_json, net, Shutdown, BUFFER_LEN};
+use crate::{clock, drops_json, net, privileges, Shutdown, SignalRequest, BUFFER_LEN};
 
 /// Announcements are repeated after a claim, in case one is lost on the segment.
 const REANNOUNCE: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
@@ -27,8 +29,9 @@ const REANNOUNCE: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3
 // (`Gateway::still_probing`): a gateway that lost its client must not pull the return path
 // back from the gateway the client moved to.
 
-/// Runs the gateway until `shutdown` fires.
+/// Runs the gateway until SIGTERM or SIGINT.
 pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    privileges::set_non_dumpable()?;
     let tun = net::create_tun(&config.interface, config.mtu)?;
     net::configure_interface(&config.interface, config.mtu, &config.address_hosts, &[]).await?;
     let mut takeover = Takeover::new(&config.interface, &config.inside_interface).await?;
@@ -75,7 +78,25 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
     let names: Vec<String> = config.clients.iter().map(|c| c.name.clone()).collect();
 
     let (control_tx, mut control_rx) = mpsc::channel(16);
-    let _control = control::serve(&config.control_socket, control_tx)?;
+    let access = control::Access {
+        read_group: config
+            .operations
+            .control_group
+            .as_ref()
+            .map(|(_, gid)| *gid),
+    };
+    let _control = control::serve(&config.control_socket, access, control_tx.clone())?;
+    if let Some(addr) = config.operations.metrics_listen {
+        metrics::serve(addr, control_tx).await?;
+    }
+    if let Some((name, uid, gid)) = &config.operations.user {
+        // claims write routes, neighbour entries and sysctls at run time; the raw sockets
+        // for announcements are open already
+        privileges::drop_to(*uid, *gid, &[caps::Capability::CAP_NET_ADMIN])
+            .with_context(|| format!("becoming user {name}"))?;
+        tracing::info!(user = %name, "running as {name} with CAP_NET_ADMIN only");
+    }
+    let mut notifier = Notifier::from_env(clock::now());
     tracing::info!(
         interface = %config.interface,
         inside = %config.inside_interface,
@@ -95,7 +116,10 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
     gateway.handle_timeout(clock::now(), &mut out, |t| {
         timer_sends.push((t.to, t.datagram.to_vec()))
     });
+    notifier.ready(&status_line(&gateway, &names));
     let result = loop {
+        notifier.kick(clock::now());
+        notifier.status(&status_line(&gateway, &names));
         for (to, datagram) in timer_sends.drain(..) {
             if socket
                 .send_to(&datagram, net::for_socket(to, dual_stack))
@@ -129,6 +153,7 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
             .poll_timeout()
             .into_iter()
             .chain(reannounce.iter().map(|(t, _, _)| *t))
+            .chain(notifier.next_watchdog())
             .min()
             .unwrap_or_else(|| now + clock::IDLE_WAKE);
         tokio::select! {
@@ -178,12 +203,20 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
             Some(request) = control_rx.recv() => {
                 let answer = match request.command {
                     Command::Status => status(&gateway, &names, &counters),
+                    Command::Clients => json!({"v": 1, "ok": true, "clients": client_list(&gateway, &names)}),
+                    Command::Metrics => json!({"v": 1, "ok": true, "text": metrics(&gateway, &names, &counters).render()}),
+                    Command::Reload => control::error(RELOAD_UNSUPPORTED),
+                    _ => control::error("this is a gateway: it answers status, clients, metrics"),
                 };
                 let _ = request.reply.send(answer);
             }
-            () = shutdown.wait() => {
-                tracing::info!("shutting down");
-                break Ok(());
+            signal = shutdown.next() => match signal {
+                SignalRequest::Stop => {
+                    tracing::info!("shutting down");
+                    notifier.stopping();
+                    break Ok(());
+                }
+                SignalRequest::Reload => tracing::warn!("{RELOAD_UNSUPPORTED}"),
             }
         }
     };
@@ -269,10 +302,110 @@ async fn carry_out(
     all_ok
 }
 
-fn status(gateway: &Gateway, names: &[String], counters: &Counters) -> serde_json::Value {
+/// Why a gateway does not reload.
+const RELOAD_UNSUPPORTED: &str =
+    "the gateway reads its configuration at start only: restart it to apply a change";
+
+/// One line for systemd's `STATUS=`.
+fn status_line(gateway: &Gateway, names: &[String]) -> String {
+    let claimed: Vec<&str> = gateway
+        .responder()
+        .peer_ids()
+        .filter(|id| gateway.claimed(*id))
+        .filter_map(|id| names.get(id.0).map(String::as_str))
+        .collect();
+    if claimed.is_empty() {
+        format!("{} clients, none claimed", names.len())
+    } else {
+        format!("{} clients; claimed: {}", names.len(), claimed.join(", "))
+    }
+}
+
+fn metrics(gateway: &Gateway, names: &[String], counters: &Counters) -> Exposition {
+    let mut e = Exposition::default();
+    let responder = gateway.responder();
+    for id in responder.peer_ids() {
+        let (Some(t), Some(name)) = (responder.peer(id), names.get(id.0)) else {
+            continue;
+        };
+        let c = [("client", name.as_str())];
+        let stats = t.stats();
+        e.gauge(
+            "failoverd_gateway_client_claimed",
+            "1 while this gateway claims the client's addresses.",
+            &c,
+            f64::from(u8::from(gateway.claimed(id))),
+        );
+        e.gauge(
+            "failoverd_gateway_client_established",
+            "1 while the client has a session.",
+            &c,
+            f64::from(u8::from(t.is_established())),
+        );
+        e.counter(
+            "failoverd_gateway_client_transmit_bytes_total",
+            "Inner bytes sent to the client.",
+            &c,
+            stats.tx_bytes,
+        );
+        e.counter(
+            "failoverd_gateway_client_receive_bytes_total",
+            "Inner bytes received from the client.",
+            &c,
+            stats.rx_bytes,
+        );
+        e.counter(
+            "failoverd_gateway_client_handshakes_total",
+            "Completed handshakes.",
+            &c,
+            stats.handshakes,
+        );
+    }
+    for (reason, n) in responder.port_drops().nonzero() {
+        e.counter(
+            "failoverd_gateway_port_drops_total",
+            "Datagrams dropped at the port, by reason.",
+            &[("reason", reason)],
+            n,
+        );
+    }
+    e.counter(
+        "failoverd_gateway_probes_answered_total",
+        "Client probes answered.",
+        &[],
+        gateway.probes_answered(),
+    );
+    e.counter(
+        "failoverd_gateway_claims_total",
+        "Addresses claimed.",
+        &[],
+        counters.claims,
+    );
+    e.counter(
+        "failoverd_gateway_releases_total",
+        "Addresses released.",
+        &[],
+        counters.releases,
+    );
+    e.counter(
+        "failoverd_gateway_claim_errors_total",
+        "Claim changes that failed.",
+        &[],
+        counters.claim_errors,
+    );
+    e.counter(
+        "failoverd_gateway_send_errors_total",
+        "Sends that failed.",
+        &[],
+        counters.send_errors,
+    );
+    e
+}
+
+fn client_list(gateway: &Gateway, names: &[String]) -> Vec<serde_json::Value> {
     let responder = gateway.responder();
     let now = clock::now();
-    let clients: Vec<_> = responder
+    responder
         .peer_ids()
         .filter_map(|id| responder.peer(id).map(|t| (id, t)))
         .map(|(id, t)| {
@@ -290,7 +423,12 @@ fn status(gateway: &Gateway, names: &[String], counters: &Counters) -> serde_jso
                 "drops": drops_json(&stats.drops),
             })
         })
-        .collect();
+        .collect()
+}
+
+fn status(gateway: &Gateway, names: &[String], counters: &Counters) -> serde_json::Value {
+    let responder = gateway.responder();
+    let clients = client_list(gateway, names);
     let refusals = gateway.refusals();
     json!({
         "v": 1,

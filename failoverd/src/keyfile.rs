@@ -80,8 +80,9 @@ pub fn effective_uid() -> u32 {
     }
 }
 
-/// Reads and checks the private key file at `path`.
-pub fn read_private_key(path: &Path) -> Result<PrivateKey, KeyFileError> {
+/// Reads and checks the private key file at `path`, which must belong to `runs_as`: the uid
+/// the daemon runs as (its configured `user`, or the current one).
+pub fn read_private_key(path: &Path, runs_as: u32) -> Result<PrivateKey, KeyFileError> {
     let shown = path.display().to_string();
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -110,12 +111,11 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKey, KeyFileError> {
     if mode & 0o077 != 0 {
         return Err(KeyFileError::TooOpen { path: shown, mode });
     }
-    let me = effective_uid();
-    if meta.uid() != me {
+    if meta.uid() != runs_as {
         return Err(KeyFileError::WrongOwner {
             path: shown,
             owner: meta.uid(),
-            me,
+            me: runs_as,
         });
     }
     if meta.len() > MAX_KEY_FILE {

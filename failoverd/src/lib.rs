@@ -11,7 +11,10 @@ pub mod config;
 pub mod control;
 pub mod gateway;
 pub mod keyfile;
+pub mod metrics;
 pub mod net;
+pub mod notify;
+pub mod privileges;
 pub mod takeover;
 
 use tunnel::DropCounters;
@@ -53,11 +56,41 @@ pub fn drops_json(drops: &DropCounters) -> serde_json::Value {
         .collect()
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
+/// Logs to stderr: human-readable on a terminal; under systemd (`$JOURNAL_STREAM` set) without
+/// timestamps or colours, which the journal adds itself, one event per line. The filter comes
+/// from `$RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder
+            .without_time()
+            .with_ansi(false)
+            .with_target(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalRequest {
+    /// SIGTERM or SIGINT: stop
+    Stop,
+    /// SIGHUP: re-read the configuration
+    Reload,
+}
+
+/// The daemon's signals: SIGTERM and SIGINT stop it, SIGHUP reloads it.
 #[allow(missing_debug_implementations)] // tokio's Signal has no Debug
 pub struct Shutdown {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Shutdown {
@@ -67,13 +100,21 @@ impl Shutdown {
         Ok(Self {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    pub async fn wait(&mut self) {
+    /// The next signal's request. Cancel-safe.
+    pub async fn next(&mut self) -> SignalRequest {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => SignalRequest::Stop,
+            _ = self.int.recv() => SignalRequest::Stop,
+            _ = self.hup.recv() => SignalRequest::Reload,
         }
+    }
+
+    /// Resolves at the next stop request (SIGHUP is ignored: for loops without a reload).
+    pub async fn wait(&mut self) {
+        while self.next().await != SignalRequest::Stop {}
     }
 }

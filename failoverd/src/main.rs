@@ -95,20 +95,14 @@ fn run_daemon(command: &str, path: PathBuf) -> anyhow::Result<()> {
         println!("{}: ok", path.display());
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    failoverd::init_logging();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let shutdown = Shutdown::new()?;
         match loaded {
-            Loaded::Client(c) => client::run(c, shutdown).await,
+            Loaded::Client(c) => client::run(path, c, shutdown).await,
             Loaded::Gateway(g) => gateway::run(g, shutdown).await,
         }
     })

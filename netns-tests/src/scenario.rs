@@ -79,6 +79,19 @@ pub fn status(socket: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&line).map_err(|e| other(format!("bad status answer {line:?}: {e}")))
 }
 
+/// Sends one request (a JSON object) to a daemon's control socket and parses the answer.
+pub fn control(socket: &Path, request: &serde_json::Value) -> Result<serde_json::Value> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = request.to_string();
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    serde_json::from_str(&answer)
+        .map_err(|e| other(format!("bad answer {answer:?} to {request}: {e}")))
+}
+
 /// A drop counter from a status answer's `drops` object (0 when absent).
 pub fn drop_count(drops: &serde_json::Value, label: &str) -> u64 {
     drops
@@ -102,6 +115,11 @@ impl Running {
     /// The daemon's status.
     pub fn status(&self) -> Result<serde_json::Value> {
         status(&self.control)
+    }
+
+    /// Sends `request` (e.g. `{"v":1,"cmd":"tunnels"}`) to the daemon's control socket.
+    pub fn ask(&self, request: &serde_json::Value) -> Result<serde_json::Value> {
+        control(&self.control, request)
     }
 
     /// Waits until every tunnel of a client (or vmm-shim) is established.
@@ -229,9 +247,44 @@ pub fn start_gateway_mtu(
     name: &str,
     key: &KeyPair,
     client_public: &str,
+    inner: (&str, &str),
+    return_path: ReturnPath,
+    mtu: u16,
+) -> Result<Running> {
+    start_gateway_with(
+        lab,
+        ns,
+        name,
+        key,
+        client_public,
+        inner,
+        return_path,
+        mtu,
+        &GatewayOptions::default(),
+    )
+}
+
+/// What [`start_gateway_with`] adds to a gateway's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayOptions {
+    /// extra lines for the `[gateway]` section (e.g. `metrics_listen = "127.0.0.1:9582"`)
+    pub config: String,
+    /// words run before `failoverd` (e.g. `["env", "RUST_LOG=trace"]`); it must exec the rest
+    pub prefix: Vec<String>,
+}
+
+/// [`start_gateway_mtu`] with extra `[gateway]` lines and a command prefix.
+#[allow(clippy::too_many_arguments)]
+pub fn start_gateway_with(
+    lab: &Lab,
+    ns: &Ns,
+    name: &str,
+    key: &KeyPair,
+    client_public: &str,
     (inner_v4, inner_v6): (&str, &str),
     return_path: ReturnPath,
     mtu: u16,
+    options: &GatewayOptions,
 ) -> Result<Running> {
     let control = lab.dir().join(format!("{name}.sock"));
     let config = lab.dir().join(format!("{name}.toml"));
@@ -250,7 +303,7 @@ interface = "fogw0"
 inside_interface = "in0"
 mtu = {mtu}
 control_socket = "{control}"
-
+{extra}
 [[client]]
 name = "laptop"
 public_key = "{client_public}"
@@ -259,18 +312,17 @@ return_path = "{return_path}"
 "#,
             key = key.private_file.display(),
             control = control.display(),
+            extra = options.config,
         ),
     )?;
-    let daemon = lab.spawn(
-        ns,
-        name,
-        &[
-            bin_path("failoverd").as_os_str(),
-            "gateway".as_ref(),
-            "--config".as_ref(),
-            config.as_os_str(),
-        ],
-    )?;
+    let mut args: Vec<std::ffi::OsString> = options.prefix.iter().map(Into::into).collect();
+    args.extend([
+        bin_path("failoverd").into_os_string(),
+        "gateway".into(),
+        "--config".into(),
+        config.clone().into_os_string(),
+    ]);
+    let daemon = lab.spawn(ns, name, &args)?;
     wait_for_socket(&daemon, &control)?;
     Ok(Running {
         daemon,
@@ -372,8 +424,16 @@ pub fn start_client_with(
     dcs: &[DcEntry],
     extra_client_config: &str,
 ) -> Result<Running> {
-    let control = lab.dir().join("client.sock");
-    let config = lab.dir().join("client.toml");
+    start_client_cmd(lab, ns, key, dcs, extra_client_config, &[])
+}
+
+/// The client's configuration file text, as [`start_client_with`] writes it (at `control`).
+pub fn client_config_text(
+    key: &KeyPair,
+    control: &Path,
+    dcs: &[DcEntry],
+    extra_client_config: &str,
+) -> String {
     let mut text = format!(
         r#"[client]
 private_key_file = "{key}"
@@ -387,16 +447,32 @@ control_socket = "{control}"
     );
     text.push_str(extra_client_config);
     text.push_str(&datacenter_sections(dcs));
-    std::fs::write(&config, text)?;
-    let daemon = lab.spawn(
-        ns,
-        "failoverd-client",
-        &[
-            bin_path("failoverd").as_os_str(),
-            "--config".as_ref(),
-            config.as_os_str(),
-        ],
+    text
+}
+
+/// [`start_client_with`], the command prefixed with `prefix` (e.g. `["env", "RUST_LOG=trace"]`;
+/// it must exec the rest, so the daemon's PID is the spawned one).
+pub fn start_client_cmd(
+    lab: &Lab,
+    ns: &Ns,
+    key: &KeyPair,
+    dcs: &[DcEntry],
+    extra_client_config: &str,
+    prefix: &[String],
+) -> Result<Running> {
+    let control = lab.dir().join("client.sock");
+    let config = lab.dir().join("client.toml");
+    std::fs::write(
+        &config,
+        client_config_text(key, &control, dcs, extra_client_config),
     )?;
+    let mut args: Vec<std::ffi::OsString> = prefix.iter().map(Into::into).collect();
+    args.extend([
+        bin_path("failoverd").into_os_string(),
+        "--config".into(),
+        config.clone().into_os_string(),
+    ]);
+    let daemon = lab.spawn(ns, "failoverd-client", &args)?;
     wait_for_socket(&daemon, &control)?;
     let running = Running {
         daemon,
@@ -760,6 +836,23 @@ pub fn start_datacenters(lab: &Lab, topo: &Topology, mtus: &[u16]) -> Result<Dat
     })
 }
 
+/// How [`FailoverLab::with_options`] builds a lab, beyond [`FailoverLab::new`]'s defaults.
+#[derive(Debug, Clone, Default)]
+pub struct LabOptions {
+    /// datacenters, each with a failoverd gateway (1..=89)
+    pub datacenters: usize,
+    /// how many of them (dc1 first) the client's configuration names; 0: all
+    pub client_datacenters: usize,
+    /// extra lines for the client's `[client]` section
+    pub client_config: String,
+    /// words run before the client's `failoverd` (e.g. `["env", "RUST_LOG=trace"]`)
+    pub client_prefix: Vec<String>,
+    /// chown the client's key file to this uid and gid before starting it
+    pub client_key_owner: Option<(u32, u32)>,
+    /// extra configuration and command prefix of every gateway
+    pub gateway: GatewayOptions,
+}
+
 /// A client, N failoverd gateways on a shared inside segment, and a stream server.
 #[derive(Debug)]
 pub struct FailoverLab {
@@ -807,6 +900,59 @@ impl FailoverLab {
             client,
             gateways: dcs.gateways,
             server: dcs.server,
+        })
+    }
+
+    /// A lab built as `options` says (gateways with extra configuration or a command prefix,
+    /// a client naming only some datacenters, a client started through a prefix, ...). Waits
+    /// until every configured tunnel is established and dc1 claims the client.
+    pub fn with_options(test: &str, options: &LabOptions) -> Result<Self> {
+        let mut lab = Lab::new(test)?;
+        let topo = Topology::build(&mut lab, options.datacenters)?;
+        let client_key = keypair(&lab, "client")?;
+        let mut entries = Vec::new();
+        let mut gateways = Vec::new();
+        for (i, ns) in topo.dcs.iter().enumerate() {
+            let name = format!("dc{}", i + 1);
+            let key = keypair(&lab, &name)?;
+            gateways.push(start_gateway_with(
+                &lab,
+                ns,
+                &name,
+                &key,
+                &client_key.public,
+                ("100.96.0.1", "fd00:96::1"),
+                ReturnPath::Claim,
+                DEFAULT_MTU,
+                &options.gateway,
+            )?);
+            entries.push(DcEntry::failoverd(i + 1, &key.public));
+        }
+        server_onlink_routes(&lab, &topo)?;
+        let server = start_stream_server(&lab, &topo)?;
+        if options.client_datacenters > 0 {
+            entries.truncate(options.client_datacenters);
+        }
+        if let Some((uid, gid)) = options.client_key_owner {
+            std::os::unix::fs::chown(&client_key.private_file, Some(uid), Some(gid))?;
+        }
+        let client = start_client_cmd(
+            &lab,
+            &topo.client,
+            &client_key,
+            &entries,
+            &options.client_config,
+            &options.client_prefix,
+        )?;
+        if let Some(first) = gateways.first() {
+            wait_claimed(first)?;
+        }
+        Ok(Self {
+            lab,
+            topo,
+            client,
+            gateways,
+            server,
         })
     }
 

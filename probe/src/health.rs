@@ -232,6 +232,21 @@ impl PathMonitor {
         }
     }
 
+    /// Replaces the tunables (a reload); health, RTT, loss and damping history stay. The
+    /// next probe is due no later than one new interval from `now`.
+    pub fn set_config(&mut self, cfg: ProbeConfig, now: Instant) {
+        self.next_probe = self.next_probe.min(now + cfg.interval);
+        while self.losses.len() > cfg.loss_window {
+            self.losses.pop_front();
+        }
+        self.cfg = cfg;
+    }
+
+    /// The tunables.
+    pub fn config(&self) -> &ProbeConfig {
+        &self.cfg
+    }
+
     /// Current health.
     pub fn health(&self) -> PathHealth {
         self.state

@@ -8,6 +8,10 @@
 //!   higher-priority tunnel once it is Up again (after its hold-down);
 //! - [`Policy::LowestRtt`]: the lowest SRTT, switching only for a gain of at least `ratio` and
 //!   `min_gain`, and at most once per `min_dwell`.
+//!
+//! The operator's word: a *drained* tunnel is never chosen, and traffic leaves it for any
+//! other live tunnel (it stays only while nothing else is alive); a *manual* switch pins its
+//! tunnel, which then keeps traffic against failback and RTT policy until it goes down.
 
 use std::time::{Duration, Instant};
 
@@ -47,9 +51,22 @@ pub enum SwitchReason {
     Healthier,
     /// the operator asked
     Manual,
+    /// the operator drained the active tunnel
+    Drain,
 }
 
 impl SwitchReason {
+    /// Every reason.
+    pub const ALL: [SwitchReason; 7] = [
+        SwitchReason::ProbeTimeout,
+        SwitchReason::Loss,
+        SwitchReason::Failback,
+        SwitchReason::LowerRtt,
+        SwitchReason::Healthier,
+        SwitchReason::Manual,
+        SwitchReason::Drain,
+    ];
+
     /// snake_case label for logs and metrics.
     pub fn label(self) -> &'static str {
         match self {
@@ -59,6 +76,7 @@ impl SwitchReason {
             SwitchReason::LowerRtt => "lower_rtt",
             SwitchReason::Healthier => "healthier",
             SwitchReason::Manual => "manual",
+            SwitchReason::Drain => "drain",
         }
     }
 }
@@ -87,18 +105,21 @@ pub struct PathView {
     pub srtt: Option<Duration>,
     /// why it last went down, and how long it had been silent then
     pub down: Option<(DownReason, Duration)>,
+    /// taken out of service by the operator
+    pub drained: bool,
 }
 
 impl PathView {
     fn usable(&self) -> bool {
-        self.health == PathHealth::Up && !self.suppressed
+        self.health == PathHealth::Up && !self.suppressed && !self.drained
     }
 
     fn alive(&self) -> bool {
-        matches!(
-            self.health,
-            PathHealth::Up | PathHealth::Suspect | PathHealth::Recovering
-        )
+        !self.drained
+            && matches!(
+                self.health,
+                PathHealth::Up | PathHealth::Suspect | PathHealth::Recovering
+            )
     }
 }
 
@@ -107,6 +128,8 @@ impl PathView {
 pub struct Selector {
     policy: Policy,
     active: usize,
+    /// set by a manual switch: this tunnel keeps traffic while it is alive
+    pinned: Option<usize>,
     last_rtt_switch: Option<Instant>,
     grace_until: Instant,
 }
@@ -120,6 +143,7 @@ impl Selector {
         Self {
             policy,
             active: 0,
+            pinned: None,
             last_rtt_switch: None,
             grace_until: now + startup_grace,
         }
@@ -164,9 +188,33 @@ impl Selector {
         })
     }
 
-    /// Moves traffic by operator request.
+    /// Moves traffic by operator request, and pins it there: failback and the RTT policy
+    /// leave it alone until it goes down.
     pub fn force(&mut self, to: usize) -> Option<SwitchEvent> {
+        self.pinned = Some(to);
         self.switch(to, SwitchReason::Manual, None)
+    }
+
+    /// The tunnel a manual switch pinned, while the pin holds.
+    pub fn pinned(&self) -> Option<usize> {
+        self.pinned
+    }
+
+    /// Forgets a pin (the operator drained or undrained a tunnel: policy decides again).
+    pub fn unpin(&mut self) {
+        self.pinned = None;
+    }
+
+    /// A selector that continues another after a reload: `active` (and the pin) at their new
+    /// positions, no startup grace, and `policy` (which may have changed).
+    pub fn renumbered(policy: Policy, now: Instant, active: usize, pinned: Option<usize>) -> Self {
+        Self {
+            policy,
+            active,
+            pinned,
+            last_rtt_switch: None,
+            grace_until: now,
+        }
     }
 
     /// Re-evaluates after any health change; returns the switch to make, if any.
@@ -176,7 +224,15 @@ impl Selector {
         if never_up && now < self.grace_until {
             return None;
         }
+        if current.drained {
+            let to = self
+                .best(paths, PathView::usable)
+                .or_else(|| self.best(paths, PathView::alive))?;
+            self.pinned = None;
+            return self.switch(to, SwitchReason::Drain, None);
+        }
         if current.health == PathHealth::Down {
+            self.pinned = None;
             let (reason, detection) = match current.down {
                 Some((DownReason::Loss, d)) => (SwitchReason::Loss, Some(d)),
                 Some((DownReason::Silence, d)) => (SwitchReason::ProbeTimeout, Some(d)),
@@ -192,6 +248,9 @@ impl Selector {
             if let Some(to) = self.best(paths, PathView::usable) {
                 return self.switch(to, SwitchReason::Healthier, None);
             }
+            return None;
+        }
+        if self.pinned == Some(self.active) {
             return None;
         }
         match self.policy {
@@ -241,6 +300,7 @@ mod tests {
             suppressed: false,
             srtt: None,
             down: None,
+            drained: false,
         };
         let mut paths = vec![never, view(PathHealth::Up, 3)];
         assert_eq!(
@@ -262,6 +322,7 @@ mod tests {
             suppressed: false,
             srtt: Some(Duration::from_millis(srtt_ms)),
             down: None,
+            drained: false,
         }
     }
 
@@ -330,5 +391,36 @@ mod tests {
             1,
             "a recovering tunnel beats none"
         );
+    }
+
+    #[test]
+    fn a_drained_tunnel_is_left_and_a_manual_switch_holds() {
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let mut s = Selector::new(Policy::Priority { failback: true }, now, Duration::ZERO);
+        let mut paths = vec![view(PathHealth::Up, 10), view(PathHealth::Up, 10)];
+        paths[0].drained = true;
+        let e = s.evaluate(now, &paths).unwrap();
+        assert_eq!((e.to, e.reason), (1, SwitchReason::Drain));
+        assert_eq!(
+            s.evaluate(now, &paths),
+            None,
+            "no failback onto a drained tunnel"
+        );
+        paths[0].drained = false;
+        assert_eq!(
+            s.evaluate(now, &paths).unwrap().reason,
+            SwitchReason::Failback
+        );
+        // a manual switch to the lower priority holds against failback ...
+        assert_eq!(s.force(1).unwrap().reason, SwitchReason::Manual);
+        assert_eq!(s.evaluate(now, &paths), None);
+        // ... until it goes down
+        paths[1].health = PathHealth::Down;
+        assert_eq!(s.evaluate(now, &paths).unwrap().to, 0);
+        assert_eq!(s.pinned(), None);
+        // draining the only live tunnel keeps traffic where it is
+        paths[0].drained = true;
+        assert_eq!(s.evaluate(now, &paths), None);
     }
 }

@@ -217,6 +217,21 @@ impl Keeper {
         self.config.local
     }
 
+    /// The stable addresses.
+    pub fn stable(&self) -> StableAddresses {
+        self.config.stable
+    }
+
+    /// Applies a reloaded configuration: local addresses, MTU, recovery and its budget. The
+    /// stable addresses and the flow table's cap and timeouts stay as they were (the table is
+    /// not rebuilt under live flows).
+    pub fn reconfigure(&mut self, config: &KeeperConfig) {
+        self.config.local = config.local;
+        self.config.mtu = config.mtu;
+        self.config.recovery = config.recovery;
+        self.config.recovery_budget = config.recovery_budget;
+    }
+
     /// The smallest tunnel MTU, which SYNs are clamped to fit.
     pub fn mtu(&self) -> u16 {
         self.config.mtu

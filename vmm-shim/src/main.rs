@@ -18,7 +18,8 @@ use failoverd::client::{self, SwitchLog};
 use failoverd::config::ShimConfig;
 use failoverd::control::{self, Command};
 use failoverd::net::Underlay;
-use failoverd::{clock, Shutdown, BUFFER_LEN};
+use failoverd::notify::Notifier;
+use failoverd::{clock, Shutdown, SignalRequest, BUFFER_LEN};
 use serde_json::json;
 use sessionkeeper::StableAddresses;
 use tokio::sync::mpsc;
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
                 println!("{}: ok", path.display());
                 Ok(())
             }
-            Some(frontend) => serve(config, frontend),
+            Some(frontend) => serve(path.clone(), config, frontend),
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,14 +117,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: ShimConfig, frontend: Frontend) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn serve(path: PathBuf, config: ShimConfig, frontend: Frontend) -> anyhow::Result<()> {
+    failoverd::init_logging();
+    failoverd::privileges::set_non_dumpable()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -134,7 +130,7 @@ fn serve(config: ShimConfig, frontend: Frontend) -> anyhow::Result<()> {
             Frontend::StreamListen(path) => frontend::stream_listen(path)?,
             Frontend::VhostUser(path) => frontend::vhost_user(path, config.guest.mac)?,
         };
-        run(config, rx, tx, shutdown).await
+        run(path, config, rx, tx, shutdown).await
     })
 }
 
@@ -154,7 +150,8 @@ fn guest_config(config: &ShimConfig) -> GuestConfig {
 
 /// The IO loop: the guest link, the underlay, timers, the control socket.
 async fn run(
-    config: ShimConfig,
+    path: PathBuf,
+    mut config: ShimConfig,
     mut rx: Receiver,
     mut tx: Output,
     mut shutdown: Shutdown,
@@ -165,7 +162,16 @@ async fn run(
     let engine = Engine::new(engine_config, clock::now()).context("building the engine")?;
     let mut net = GuestNet::new(guest_config(&config), engine, clock::now());
     let (control_tx, mut control_rx) = mpsc::channel(16);
-    let _control = control::serve(&config.client.control_socket, control_tx)?;
+    let _control = control::serve(
+        &config.client.control_socket,
+        client::access(&config.client),
+        control_tx.clone(),
+    )?;
+    if let Some(addr) = config.client.operations.metrics_listen {
+        failoverd::metrics::serve(addr, control_tx).await?;
+    }
+    client::drop_privileges(&config.client)?;
+    let mut notifier = Notifier::from_env(clock::now());
     tracing::info!(
         guest = %config.guest.address,
         frontend = rx.describe(),
@@ -177,9 +183,13 @@ async fn run(
     let mut out = vec![0u8; OUT_LEN];
     let mut switches = SwitchLog::default();
     run_timers(&mut net, &mut underlay, &mut out).await;
+    notifier.ready(&client::status_line(net.engine()));
     loop {
         let deadline = net
             .poll_timeout()
+            .into_iter()
+            .chain(notifier.next_watchdog())
+            .min()
             .unwrap_or_else(|| clock::now() + clock::IDLE_WAKE);
         tokio::select! {
             input = rx.input() => match input {
@@ -228,15 +238,25 @@ async fn run(
                 run_timers(&mut net, &mut underlay, &mut out).await;
             }
             Some(request) = control_rx.recv() => {
-                let answer = match request.command {
+                let answer = match &request.command {
                     Command::Status => status(&net, &rx, &tx, &underlay, &switches),
+                    Command::Reload => reload(&path, &mut net, &mut config),
+                    Command::Metrics => serde_json::json!({"v": 1, "ok": true,
+                        "text": client::metrics(net.engine(), &switches, underlay.send_errors()).render()}),
+                    other => client::operate(net.engine_mut(), other, &switches),
                 };
                 let _ = request.reply.send(answer);
             }
-            () = shutdown.wait() => {
-                tracing::info!("shutting down");
-                rx.shutdown();
-                return Ok(());
+            signal = shutdown.next() => match signal {
+                SignalRequest::Stop => {
+                    tracing::info!("shutting down");
+                    notifier.stopping();
+                    rx.shutdown();
+                    return Ok(());
+                }
+                SignalRequest::Reload => {
+                    let _ = reload(&path, &mut net, &mut config);
+                }
             }
         }
         while let Some(frame) = net.poll_guest_frame() {
@@ -248,6 +268,35 @@ async fn run(
         while let Some(event) = net.engine_mut().poll_event() {
             switches.record(net.engine(), &event);
         }
+        notifier.kick(clock::now());
+        notifier.status(&client::status_line(net.engine()));
+    }
+}
+
+/// Re-reads the shim's configuration and applies what can change at run time: everything the
+/// client's reload applies; the guest section and the client's TUN-free keys need a restart.
+fn reload(
+    path: &std::path::Path,
+    net: &mut GuestNet,
+    running: &mut ShimConfig,
+) -> serde_json::Value {
+    match ShimConfig::load(path) {
+        Ok(new) if guest_config(&new) != *net.config() => control::error(
+            "the [guest] section changed: restart vmm-shim to apply it; the running configuration stays",
+        ),
+        Ok(new) => {
+            // the shim's local addresses are the guest's, not the file's
+            let keep_local = net.engine().local_addresses();
+            let answer = client::apply_reload(
+                net.engine_mut(),
+                &mut running.client,
+                new.client,
+                client::restart_needed,
+            );
+            net.engine_mut().set_local_addresses(keep_local);
+            answer
+        }
+        Err(e) => control::error(&format!("{e}\n(the running configuration stays)")),
     }
 }
 
