@@ -16,6 +16,8 @@
 
 pub mod dhcp;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guest;
 pub mod ndp;
 pub mod virtio;
