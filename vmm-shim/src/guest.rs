@@ -337,6 +337,9 @@ impl GuestNet {
             || req.spa.is_unspecified()
             || req.spa == req.tpa
             || req.tpa == self.config.address
+            || req.tpa.is_unspecified()
+            || req.tpa.is_broadcast()
+            || req.tpa.is_multicast()
         {
             return self.drop(GuestDrop::ArpIgnored);
         }
@@ -376,7 +379,11 @@ impl GuestNet {
             return self.drop(GuestDrop::IpMalformed);
         };
         let udp_dport = (ip.protocol == PROTO_UDP && !ip.later_fragment)
-            .then(|| packet.get(ip.header_len + 2..ip.header_len + 4))
+            .then(|| {
+                packet
+                    .get(..ip.total_len)
+                    .and_then(|p| p.get(ip.header_len + 2..ip.header_len + 4))
+            })
             .flatten()
             .and_then(|p| Some(u16::from_be_bytes(*p.first_chunk()?)));
         if udp_dport == Some(dhcp::SERVER_PORT)
