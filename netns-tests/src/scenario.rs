@@ -986,3 +986,142 @@ impl FailoverLab {
         self.client.wait_active(name, timeout)
     }
 }
+
+/// A userspace WireGuard implementation driven through the cross-platform UAPI (configured
+/// with `wg`): Debian's wireguard-go or boringtun-cli. Both keep their control socket at
+/// `/var/run/wireguard/<ifname>.sock`, which is not per namespace: give each a unique name
+/// ([`wg_ifname`]).
+#[derive(Debug, Clone)]
+pub enum WgImpl {
+    /// `wireguard-go -f IFNAME` (Debian's package)
+    WireguardGo,
+    /// `boringtun-cli -f --disable-drop-privileges IFNAME`, the binary at this path
+    Boringtun(PathBuf),
+}
+
+impl WgImpl {
+    /// The command that starts it in the foreground for `ifname` (`env` execs the program, so
+    /// the spawned PID is the implementation's own).
+    pub fn command(&self, ifname: &str) -> Vec<String> {
+        let words: Vec<String> = match self {
+            Self::WireguardGo => vec![
+                "env".into(),
+                "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1".into(),
+                "wireguard-go".into(),
+                "-f".into(),
+            ],
+            // --disable-drop-privileges (WG_SUDO=1 in the environment is the same switch):
+            // it stays root, which the lab's processes are anyway. No WG_SUDO needed with it.
+            Self::Boringtun(bin) => vec![
+                bin.display().to_string(),
+                "-f".into(),
+                "--disable-drop-privileges".into(),
+            ],
+        };
+        let mut words = words;
+        words.push(ifname.to_owned());
+        words
+    }
+}
+
+/// [`start_wireguard_go`] for any [`WgImpl`], with the spawned process named `daemon_name`
+/// (unique within the lab: a restarted peer needs a new name).
+#[allow(clippy::too_many_arguments)]
+pub fn start_wg_impl(
+    lab: &Lab,
+    ns: &Ns,
+    imp: &WgImpl,
+    daemon_name: &str,
+    ifname: &str,
+    key: &KeyPair,
+    wg_args: &[&str],
+    addresses: &[&str],
+    routes: &[&str],
+) -> Result<Daemon> {
+    let daemon = lab.spawn(ns, daemon_name, &imp.command(ifname))?;
+    let sock = PathBuf::from(format!("/var/run/wireguard/{ifname}.sock"));
+    wait_until(
+        Duration::from_secs(10),
+        "the WireGuard control socket",
+        || sock.exists() || !daemon.is_running(),
+    )?;
+    lab.wait_link(ns, ifname)?;
+    if !daemon.is_running() {
+        return Err(other(format!(
+            "{daemon_name} exited: {}{}",
+            daemon.read_stderr(),
+            daemon.read_stdout()
+        )));
+    }
+    let key_file = key.private_file.display().to_string();
+    let mut args = vec!["wg", "set", ifname, "private-key", key_file.as_str()];
+    args.extend_from_slice(wg_args);
+    lab.exec(ns, &args)?;
+    lab.exec(ns, &["ip", "link", "set", ifname, "mtu", "1420", "up"])?;
+    for a in addresses {
+        lab.addr(ns, ifname, a)?;
+    }
+    for r in routes {
+        lab.exec(ns, &["ip", "route", "replace", r, "dev", ifname])?;
+    }
+    Ok(daemon)
+}
+
+/// Starts a gateway again from `old`'s configuration file (after it was killed), as a process
+/// named `daemon_name`, and waits for its control socket. A SIGKILLed gateway could not release
+/// its claim: its proxy neighbour entries on `in0` are removed first (the host routes went with
+/// its TUN), so the restarted gateway starts from a clean inside segment.
+pub fn restart_gateway(lab: &Lab, ns: &Ns, old: &Running, daemon_name: &str) -> Result<Running> {
+    if old.daemon.is_running() {
+        return Err(other(format!("{} is still running", old.daemon.name())));
+    }
+    for addr in [STABLE_V4, STABLE_V6] {
+        // absent when the gateway had not claimed the client: not an error
+        let _ = lab.exec_unchecked(ns, &["ip", "neigh", "del", "proxy", addr, "dev", "in0"]);
+    }
+    let daemon = lab.spawn(
+        ns,
+        daemon_name,
+        &[
+            bin_path("failoverd").into_os_string(),
+            "gateway".into(),
+            "--config".into(),
+            old.config.clone().into_os_string(),
+        ],
+    )?;
+    wait_for_socket(&daemon, &old.control)?;
+    Ok(Running {
+        daemon,
+        control: old.control.clone(),
+        config: old.config.clone(),
+    })
+}
+
+/// A client datacenter's health as its status says (`up`, `suspect`, `down`, `recovering`;
+/// empty if unknown).
+pub fn dc_health(client: &Running, dc: &str) -> String {
+    client
+        .status()
+        .ok()
+        .and_then(|s| {
+            s.get("datacenters")?
+                .as_array()?
+                .iter()
+                .find(|d| d.get("name").and_then(|n| n.as_str()) == Some(dc))?
+                .get("health")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+/// Loads random loss of `percent` % both ways on the gateway's WireGuard port in `ns` (table
+/// `inet fo_fault`, removed by [`heal`]).
+pub fn random_loss(lab: &Lab, ns: &Ns, percent: u8) -> Result<()> {
+    lab.nft(
+        ns,
+        &format!(
+            "table inet fo_fault {{\n chain in {{ type filter hook input priority 0; udp dport {WG_PORT} numgen random mod 100 < {percent} drop; }}\n chain out {{ type filter hook output priority 0; udp sport {WG_PORT} numgen random mod 100 < {percent} drop; }}\n}}\n"
+        ),
+    )
+}
