@@ -197,7 +197,7 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
                     Outcome::Done | Outcome::Dropped(_) => {}
                 }
             }
-            () = tokio::time::sleep_until(deadline.into()) => {
+            () = clock::sleep_until(deadline) => {
                 gateway.handle_timeout(clock::now(), &mut out, |t| timer_sends.push((t.to, t.datagram.to_vec())));
             }
             Some(request) = control_rx.recv() => {

@@ -19,6 +19,7 @@ use failoverd::config::ShimConfig;
 use failoverd::control::{self, Command};
 use failoverd::net::Underlay;
 use failoverd::notify::Notifier;
+use failoverd::roaming::Roaming;
 use failoverd::{clock, Shutdown, SignalRequest, BUFFER_LEN};
 use serde_json::json;
 use sessionkeeper::StableAddresses;
@@ -184,13 +185,22 @@ async fn run(
     let mut switches = SwitchLog::default();
     run_timers(&mut net, &mut underlay, &mut out).await;
     notifier.ready(&client::status_line(net.engine()));
+    // the host's network changes are the shim's too (it shares the host's uplink)
+    let changes = failoverd::netwatch::watch(0).ok();
+    let mut roaming = Roaming::new(&config.client, changes, clock::now());
     loop {
+        let (resumed, dns_due) = roaming.before_sleep(net.engine_mut(), clock::now());
+        if resumed {
+            run_timers(&mut net, &mut underlay, &mut out).await;
+        }
         let deadline = net
             .poll_timeout()
             .into_iter()
             .chain(notifier.next_watchdog())
+            .chain(dns_due)
             .min()
             .unwrap_or_else(|| clock::now() + clock::IDLE_WAKE);
+        roaming.plan(deadline);
         tokio::select! {
             input = rx.input() => match input {
                 Input::Bytes(n) => {
@@ -234,13 +244,20 @@ async fn run(
                     underlay.send(t.to, t.datagram).await;
                 }
             }
-            () = tokio::time::sleep_until(deadline.into()) => {
+            () = clock::sleep_until(deadline) => {
                 run_timers(&mut net, &mut underlay, &mut out).await;
             }
+            event = roaming.next() => roaming.handle(net.engine_mut(), event),
             Some(request) = control_rx.recv() => {
                 let answer = match &request.command {
                     Command::Status => status(&net, &rx, &tx, &underlay, &switches),
-                    Command::Reload => reload(&path, &mut net, &mut config),
+                    Command::Reload => {
+                        let answer = reload(&path, &mut net, &mut config);
+                        if control::is_ok(&answer) {
+                            roaming = roaming.reconfigured(&config.client, clock::now());
+                        }
+                        answer
+                    }
                     Command::Metrics => serde_json::json!({"v": 1, "ok": true,
                         "text": client::metrics(net.engine(), &switches, underlay.send_errors()).render()}),
                     other => client::operate(net.engine_mut(), other, &switches),
@@ -255,7 +272,9 @@ async fn run(
                     return Ok(());
                 }
                 SignalRequest::Reload => {
-                    let _ = reload(&path, &mut net, &mut config);
+                    if control::is_ok(&reload(&path, &mut net, &mut config)) {
+                        roaming = roaming.reconfigured(&config.client, clock::now());
+                    }
                 }
             }
         }
@@ -266,6 +285,7 @@ async fn run(
             tx.flush();
         }
         while let Some(event) = net.engine_mut().poll_event() {
+            roaming.on_event(net.engine(), &event);
             switches.record(net.engine(), &event);
         }
         notifier.kick(clock::now());
