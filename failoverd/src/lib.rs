@@ -69,10 +69,18 @@ pub mod clock {
         start + boottime().saturating_sub(boot_at_start)
     }
 
-    /// Sleeps until `deadline` on this clock (as a duration: tokio counts monotonic time).
-    /// After a suspend it may wake up to one remaining duration late; [`Stall`] notices.
+    /// Sleeps until `deadline` on this clock. The deadline is mapped back onto tokio's
+    /// (monotonic) clock by the current difference of the two, which grows only when the
+    /// machine sleeps — not re-based on "now": a due deadline must stay a fixed past instant,
+    /// or a loop kept busy by packets (tokio's timer wheel advances only when the driver turns)
+    /// would never see it elapse. After a suspend it may wake up to one remaining wait late;
+    /// [`Stall`] notices.
+    #[allow(clippy::disallowed_methods)] // the monotonic reading that anchors the mapping
     pub fn sleep_until(deadline: Instant) -> tokio::time::Sleep {
-        tokio::time::sleep(deadline.saturating_duration_since(now()))
+        let monotonic = Instant::now();
+        let ahead = now().saturating_duration_since(monotonic);
+        let at = deadline.checked_sub(ahead).unwrap_or(monotonic);
+        tokio::time::sleep_until(at.into())
     }
 
     /// Notices wake-ups long after the loop meant to wake: the process did not run.
@@ -84,7 +92,9 @@ pub mod clock {
     impl Stall {
         /// The loop is about to sleep until `deadline` at the latest.
         pub fn plan(&mut self, deadline: Instant) {
-            self.planned = Some(deadline);
+            // a deadline already past (timers due while packets kept the loop busy) means "not
+            // at all": lateness is counted from now
+            self.planned = Some(deadline.max(now()));
         }
 
         /// The loop woke at `now`: how long it did not run beyond its plan, if that is more
@@ -120,7 +130,7 @@ pub mod clock {
 
         #[test]
         fn only_late_wakeups_are_stalls() {
-            let t = now();
+            let t = now() + Duration::from_secs(60);
             let mut s = Stall::default();
             s.plan(t);
             assert_eq!(s.check(t + Duration::from_millis(100)), None);
@@ -130,6 +140,9 @@ pub mod clock {
                 Some(Duration::from_secs(3))
             );
             assert_eq!(s.check(t + Duration::from_secs(9)), None, "nothing planned");
+            // a deadline already past counts from now, not from the deadline
+            s.plan(now() - Duration::from_secs(1));
+            assert_eq!(s.check(now()), None);
         }
     }
 }
