@@ -242,11 +242,7 @@ pub async fn run(
     let mut roaming = Roaming::new(&config, changes, clock::now());
     let mut withdrawn = false;
     let result = loop {
-        let (resumed, dns_due) = roaming.before_sleep(&mut engine, clock::now());
-        if resumed {
-            // missed timers fire once, now, not in a burst
-            run_timers(&mut engine, &mut underlay, &mut out).await;
-        }
+        let dns_due = roaming.before_sleep(clock::now());
         let deadline = engine
             .poll_timeout()
             .into_iter()
@@ -257,6 +253,7 @@ pub async fn run(
         roaming.plan(deadline);
         tokio::select! {
             read = tun.recv(&mut tun_buf) => {
+                roaming.woke(&mut engine, clock::now());
                 let n = read.context("reading from the TUN device")?;
                 let Some(packet) = tun_buf.get_mut(..n) else { continue };
                 if let Ok(Some(t)) = engine.handle_local_packet(clock::now(), packet, &mut out) {
@@ -264,6 +261,7 @@ pub async fn run(
                 }
             }
             read = underlay.recv_from(&mut udp_buf) => {
+                roaming.woke(&mut engine, clock::now());
                 let Ok((n, from)) = read else { continue };
                 let Some(datagram) = udp_buf.get(..n) else { continue };
                 match engine.handle_datagram(clock::now(), from, datagram, &mut out) {
@@ -281,9 +279,14 @@ pub async fn run(
                 }
             }
             () = clock::sleep_until(deadline) => {
+                // after a stall, the resume comes first; missed timers then fire once
+                roaming.woke(&mut engine, clock::now());
                 run_timers(&mut engine, &mut underlay, &mut out).await;
             }
-            event = roaming.next() => roaming.handle(&mut engine, event),
+            event = roaming.next() => {
+                roaming.woke(&mut engine, clock::now());
+                roaming.handle(&mut engine, event);
+            }
             Some(request) = control_rx.recv() => {
                 let answer = match &request.command {
                     Command::Status => {

@@ -203,11 +203,12 @@ impl Resolver {
     /// than every few seconds).
     pub fn datacenter_down(&mut self, dc: &str, now: Instant) {
         if let Some(e) = self.entries.iter_mut().find(|e| e.dc == dc) {
-            let recent = e
+            // as soon as allowed: not sooner than a few seconds after the last lookup
+            let allowed = e
                 .last_attempt
-                .is_some_and(|t| now.saturating_duration_since(t) < DOWN_REFRESH_MIN);
-            if !e.in_flight && !recent {
-                e.next_at = now;
+                .map_or(now, |t| (t + DOWN_REFRESH_MIN).max(now));
+            if !e.in_flight {
+                e.next_at = e.next_at.min(allowed);
             }
         }
     }
@@ -329,8 +330,19 @@ mod tests {
         r.due(t0);
         r.answer("dc1", Ok(vec![addr("198.18.0.11:51820")]), t0, 0.0);
         r.datacenter_down("dc1", t0 + Duration::from_secs(1));
-        assert_eq!(r.next_due(), Some(t0 + REFRESH), "asked a second ago");
-        let t = t0 + Duration::from_secs(10);
+        assert_eq!(
+            r.next_due(),
+            Some(t0 + DOWN_REFRESH_MIN),
+            "asked a second ago: again once the minimum spacing allows"
+        );
+        r.due(t0 + DOWN_REFRESH_MIN);
+        r.answer(
+            "dc1",
+            Ok(vec![addr("198.18.0.11:51820")]),
+            t0 + DOWN_REFRESH_MIN,
+            0.0,
+        );
+        let t = t0 + Duration::from_secs(30);
         r.datacenter_down("dc1", t);
         assert_eq!(r.next_due(), Some(t));
     }

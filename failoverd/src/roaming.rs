@@ -2,10 +2,12 @@
 //! the process not running for a while (suspend, SIGSTOP), the local network changing under it
 //! (addresses, links, the default route), and datacenter endpoints given as names.
 //!
-//! The IO loop calls [`Roaming::before_sleep`] once per wake-up (it notices a stall and lets the
-//! engine [`resume`](engine::Engine::resume), starts due DNS lookups, and says when it must
-//! wake next), awaits [`Roaming::next`] in its `select!`, hands what came to
-//! [`Roaming::handle`], and shows every engine event to [`Roaming::on_event`].
+//! The IO loop calls [`Roaming::woke`] first in every `select!` branch (it notices a stall and
+//! lets the engine [`resume`](engine::Engine::resume) before anything else is handled),
+//! [`Roaming::before_sleep`] once per pass (due DNS lookups start; it says when to wake next)
+//! and [`Roaming::plan`] with the deadline it sleeps to, awaits [`Roaming::next`] in its
+//! `select!`, hands what came to [`Roaming::handle`], and shows every engine event to
+//! [`Roaming::on_event`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -82,12 +84,11 @@ impl Roaming {
         next
     }
 
-    /// Once per wake-up, before the loop sleeps again: a wake-up long after the loop's plan
-    /// means the process did not run, and the engine is told (the caller must then run its
-    /// timers at once: the returned flag); due lookups start. Returns whether a resume
-    /// happened and when to wake next for DNS.
-    pub fn before_sleep(&mut self, engine: &mut Engine, now: Instant) -> (bool, Option<Instant>) {
-        let resumed = match self.stall.check(now) {
+    /// First thing after every wake-up, before anything is handled (a timer run first would
+    /// blame the datacenters for the process's own silence): a wake-up long after the loop's
+    /// plan means the process did not run, and the engine resumes. Returns whether it did.
+    pub fn woke(&mut self, engine: &mut Engine, now: Instant) -> bool {
+        match self.stall.check(now) {
             Some(gap) => {
                 tracing::warn!(
                     gap_ms = gap.as_millis() as u64,
@@ -98,7 +99,12 @@ impl Roaming {
                 true
             }
             None => false,
-        };
+        }
+    }
+
+    /// Once per pass of the loop, before it sleeps: starts due lookups; returns when to wake
+    /// next for DNS.
+    pub fn before_sleep(&mut self, now: Instant) -> Option<Instant> {
         for lookup in self.resolver.due(now) {
             let tx = self.lookups_tx.clone();
             tokio::spawn(async move {
@@ -112,7 +118,7 @@ impl Roaming {
                 let _ = tx.send((lookup.dc, result)).await;
             });
         }
-        (resumed, self.resolver.next_due())
+        self.resolver.next_due()
     }
 
     /// The loop will sleep until `deadline` at the latest.

@@ -189,10 +189,7 @@ async fn run(
     let changes = failoverd::netwatch::watch(0).ok();
     let mut roaming = Roaming::new(&config.client, changes, clock::now());
     loop {
-        let (resumed, dns_due) = roaming.before_sleep(net.engine_mut(), clock::now());
-        if resumed {
-            run_timers(&mut net, &mut underlay, &mut out).await;
-        }
+        let dns_due = roaming.before_sleep(clock::now());
         let deadline = net
             .poll_timeout()
             .into_iter()
@@ -202,37 +199,41 @@ async fn run(
             .unwrap_or_else(|| clock::now() + clock::IDLE_WAKE);
         roaming.plan(deadline);
         tokio::select! {
-            input = rx.input() => match input {
-                Input::Bytes(n) => {
-                    let mut frames = rx.decode(n);
-                    while let Some(frame) = frames.next_frame() {
-                        on_guest_frame(&mut net, frame, &mut tx, &mut underlay, &mut out).await;
+            input = rx.input() => {
+                roaming.woke(net.engine_mut(), clock::now());
+                match input {
+                    Input::Bytes(n) => {
+                        let mut frames = rx.decode(n);
+                        while let Some(frame) = frames.next_frame() {
+                            on_guest_frame(&mut net, frame, &mut tx, &mut underlay, &mut out).await;
+                        }
+                        if frames.desynced() {
+                            tracing::warn!("the guest stream is out of step; dropping the connection");
+                            rx.desync();
+                            tx.detach();
+                        }
                     }
-                    if frames.desynced() {
-                        tracing::warn!("the guest stream is out of step; dropping the connection");
-                        rx.desync();
+                    Input::Frame(mut frame) => {
+                        on_guest_frame(&mut net, &mut frame, &mut tx, &mut underlay, &mut out).await;
+                    }
+                    Input::Connected(writer) => {
+                        tracing::info!("guest link up");
+                        tx.attach(writer);
+                        net.link_reset(clock::now());
+                    }
+                    Input::Disconnected => {
+                        tracing::warn!("guest link down");
                         tx.detach();
                     }
+                    Input::Closed => {
+                        tracing::info!("the VMM closed the guest link; exiting");
+                        return Ok(());
+                    }
                 }
-                Input::Frame(mut frame) => {
-                    on_guest_frame(&mut net, &mut frame, &mut tx, &mut underlay, &mut out).await;
-                }
-                Input::Connected(writer) => {
-                    tracing::info!("guest link up");
-                    tx.attach(writer);
-                    net.link_reset(clock::now());
-                }
-                Input::Disconnected => {
-                    tracing::warn!("guest link down");
-                    tx.detach();
-                }
-                Input::Closed => {
-                    tracing::info!("the VMM closed the guest link; exiting");
-                    return Ok(());
-                }
-            },
+            }
             () = tx.writable(), if tx.has_pending() => tx.flush(),
             read = underlay.recv_from(&mut udp_buf) => {
+                roaming.woke(net.engine_mut(), clock::now());
                 let Ok((n, from)) = read else { continue };
                 let Some(datagram) = udp_buf.get(..n) else { continue };
                 match net.handle_datagram(clock::now(), from, datagram, &mut out) {
@@ -245,9 +246,13 @@ async fn run(
                 }
             }
             () = clock::sleep_until(deadline) => {
+                roaming.woke(net.engine_mut(), clock::now());
                 run_timers(&mut net, &mut underlay, &mut out).await;
             }
-            event = roaming.next() => roaming.handle(net.engine_mut(), event),
+            event = roaming.next() => {
+                roaming.woke(net.engine_mut(), clock::now());
+                roaming.handle(net.engine_mut(), event);
+            }
             Some(request) = control_rx.recv() => {
                 let answer = match &request.command {
                     Command::Status => status(&net, &rx, &tx, &underlay, &switches),
