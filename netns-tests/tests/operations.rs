@@ -744,7 +744,10 @@ fn operators_switch_drain_and_undrain() {
             "left dc3 after {:?}: {s}",
             hold.elapsed()
         );
-        assert_eq!(dc_entry(&s, "datacenters", "dc1")["health"], "up");
+        // alive all along (a probe answered late makes it suspect for a moment, which is no
+        // failure: only down or recovering would be)
+        let health = &dc_entry(&s, "datacenters", "dc1")["health"];
+        assert!(health == "up" || health == "suspect", "dc1 {health}: {s}");
         samples += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
