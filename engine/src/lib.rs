@@ -447,7 +447,8 @@ impl Engine {
         if dc.tunnel.last_authenticated_rx() == Some(now) {
             dc.monitor.on_inbound(now);
         }
-        if dc.tunnel.is_established() && !dc.established {
+        // (is_established asks boringtun for its stats: only while not yet known)
+        if !dc.established && dc.tunnel.is_established() {
             dc.established = true;
             push_event(&mut self.events, Event::Established(DcId(i)));
         }

@@ -326,9 +326,11 @@ pub async fn run(
                 }
             }
         }
+        let mut changed = false;
         while let Some(event) = engine.poll_event() {
             roaming.on_event(&engine, &event);
             switches.record(&engine, &event);
+            changed = true;
         }
         if config.fail_mode == FailMode::Open && engine.all_down() != withdrawn {
             // fail open: while nothing carries traffic, what the TUN routes takes the uplink
@@ -349,7 +351,10 @@ pub async fn run(
             }
         }
         notifier.kick(clock::now());
-        notifier.status(&status_line(&engine));
+        if changed && notifier.enabled() {
+            // only when something happened: this runs after every packet
+            notifier.status(&status_line(&engine));
+        }
     };
     if config.fail_mode == FailMode::Closed {
         // a deliberate stop: the user wants the traffic back on the uplink

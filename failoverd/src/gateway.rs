@@ -209,9 +209,14 @@ pub async fn run(
         timer_sends.push((t.to, t.datagram.to_vec()))
     });
     notifier.ready(&status_line(&gateway, &names));
+    // the status line follows claims and releases (rebuilding it per datagram costs)
+    let mut status_changes = 0;
     let result = loop {
         notifier.kick(clock::now());
-        notifier.status(&status_line(&gateway, &names));
+        if notifier.enabled() && counters.claims + counters.releases != status_changes {
+            status_changes = counters.claims + counters.releases;
+            notifier.status(&status_line(&gateway, &names));
+        }
         for (to, datagram) in timer_sends.drain(..) {
             if socket
                 .send_to(&datagram, net::for_socket(to, dual_stack))

@@ -289,12 +289,16 @@ async fn run(
         if tx.has_pending() {
             tx.flush();
         }
+        let mut changed = false;
         while let Some(event) = net.engine_mut().poll_event() {
             roaming.on_event(net.engine(), &event);
             switches.record(net.engine(), &event);
+            changed = true;
         }
         notifier.kick(clock::now());
-        notifier.status(&client::status_line(net.engine()));
+        if changed && notifier.enabled() {
+            notifier.status(&client::status_line(net.engine()));
+        }
     }
 }
 
