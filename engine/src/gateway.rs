@@ -27,7 +27,7 @@ pub enum ReturnPath {
 }
 
 /// One client.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GatewayClient {
     /// its session parameters
     pub peer: PeerConfig,
@@ -48,6 +48,17 @@ pub struct GatewayConfig {
     pub claim_timeout: Duration,
     /// the clients
     pub clients: Vec<GatewayClient>,
+}
+
+/// What a reload did, by peer id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayReload {
+    /// new clients (and changed ones, under their new id)
+    pub added: Vec<PeerId>,
+    /// clients no longer configured (and changed ones, under their old id)
+    pub removed: Vec<PeerId>,
+    /// clients kept as they were
+    pub unchanged: Vec<PeerId>,
 }
 
 /// What the front end must do.
@@ -76,7 +87,8 @@ pub struct Gateway {
     responder: Responder,
     echo: EchoResponder,
     inner: Vec<IpAddr>,
-    return_paths: Vec<ReturnPath>,
+    /// by peer index, also for removed peers (indexes are not reused)
+    clients: Vec<GatewayClient>,
     events: VecDeque<GatewayEvent>,
     probe_buf: Vec<u8>,
     scratch: Vec<u8>,
@@ -89,20 +101,20 @@ pub struct Gateway {
 impl Gateway {
     /// Builds the engine; static return paths are claimed at once (see [`Gateway::poll_event`]).
     pub fn new(config: GatewayConfig) -> Result<Self, tunnel::TunnelError> {
-        let return_paths: Vec<ReturnPath> = config.clients.iter().map(|c| c.return_path).collect();
-        let peers = config.clients.into_iter().map(|c| c.peer).collect();
+        let peers = config.clients.iter().map(|c| c.peer.clone()).collect();
         let responder = Responder::new(config.private_key, peers, config.handshake_rate_limit)?;
-        let events = return_paths
+        let events = config
+            .clients
             .iter()
             .enumerate()
-            .filter(|(_, r)| **r == ReturnPath::Static)
+            .filter(|(_, c)| c.return_path == ReturnPath::Static)
             .map(|(i, _)| GatewayEvent::Claim(PeerId(i)))
             .collect();
         Ok(Self {
-            echo: EchoResponder::new(return_paths.len(), config.claim_timeout),
+            echo: EchoResponder::new(config.clients.len(), config.claim_timeout),
             responder,
             inner: config.inner_addresses,
-            return_paths,
+            clients: config.clients,
             events,
             probe_buf: Vec::with_capacity(128),
             scratch: vec![0u8; tunnel::min_buffer_len(256)],
@@ -118,13 +130,70 @@ impl Gateway {
         &self.responder
     }
 
+    fn return_path(&self, peer: PeerId) -> Option<ReturnPath> {
+        self.responder.peer(peer)?;
+        self.clients.get(peer.0).map(|c| c.return_path)
+    }
+
     /// Whether client `peer` is claimed here.
     pub fn claimed(&self, peer: PeerId) -> bool {
-        match self.return_paths.get(peer.0) {
+        match self.return_path(peer) {
             Some(ReturnPath::Static) => true,
             Some(ReturnPath::Claim) => self.echo.claimed(peer.0),
             None => false,
         }
+    }
+
+    /// Applies a new client list (a reload): a client whose key, allowed IPs, keepalive and
+    /// return path are unchanged keeps its session and claim; every other configured client
+    /// is removed (its claim released: a `Release` event) and those new or changed are added
+    /// under new ids (a static one claimed: a `Claim` event).
+    pub fn reconfigure(
+        &mut self,
+        clients: Vec<GatewayClient>,
+    ) -> Result<GatewayReload, tunnel::TunnelError> {
+        let mut report = GatewayReload::default();
+        let mut new = Vec::new();
+        for c in clients {
+            let same = self
+                .responder
+                .find(&c.peer.public_key)
+                .filter(|id| self.clients.get(id.0) == Some(&c));
+            match same {
+                Some(id) => report.unchanged.push(id),
+                None => new.push(c),
+            }
+        }
+        let gone: Vec<PeerId> = self
+            .responder
+            .peer_ids()
+            .filter(|id| !report.unchanged.contains(id))
+            .collect();
+        for id in gone {
+            if self.claimed(id) {
+                self.events.push_back(GatewayEvent::Release(id));
+            }
+            self.responder.remove_peer(id);
+            self.echo.forget(id.0);
+            report.removed.push(id);
+        }
+        for c in new {
+            let id = self.responder.add_peer(c.peer.clone())?;
+            let echo_id = self.echo.add_client();
+            debug_assert_eq!(echo_id, id.0);
+            if c.return_path == ReturnPath::Static {
+                self.events.push_back(GatewayEvent::Claim(id));
+            }
+            self.clients.push(c);
+            report.added.push(id);
+        }
+        if self
+            .flushing
+            .is_some_and(|p| self.responder.peer(p).is_none())
+        {
+            self.flushing = None;
+        }
+        Ok(report)
     }
 
     /// When client `peer` last probed.
@@ -144,7 +213,7 @@ impl Gateway {
 
     /// A claim could not be carried out: forget it so the client's next Active probe retries.
     pub fn claim_failed(&mut self, peer: PeerId) {
-        if self.return_paths.get(peer.0) == Some(&ReturnPath::Claim) {
+        if self.return_path(peer) == Some(ReturnPath::Claim) {
             self.echo.claim_failed(peer.0);
         }
     }
@@ -204,7 +273,7 @@ impl Gateway {
             self.refusals.stale += 1;
         }
         let reply = answer.reply;
-        if self.return_paths.get(peer.0) == Some(&ReturnPath::Claim) {
+        if self.return_path(peer) == Some(ReturnPath::Claim) {
             match answer.change {
                 Some(ClaimChange::Claim) => self.events.push_back(GatewayEvent::Claim(peer)),
                 Some(ClaimChange::Release) => self.events.push_back(GatewayEvent::Release(peer)),
@@ -271,13 +340,13 @@ impl Gateway {
     /// Runs session timers and releases claims of silent clients.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut [u8], send: impl FnMut(Transmit<'_>)) {
         self.responder.handle_timeout(now, out, send);
-        let paths = &self.return_paths;
-        let events = &mut self.events;
-        self.echo.handle_timeout(now, |i| {
-            if paths.get(i) == Some(&ReturnPath::Claim) {
-                events.push_back(GatewayEvent::Release(PeerId(i)));
+        let mut silent = Vec::new();
+        self.echo.handle_timeout(now, |i| silent.push(PeerId(i)));
+        for peer in silent {
+            if self.return_path(peer) == Some(ReturnPath::Claim) {
+                self.events.push_back(GatewayEvent::Release(peer));
             }
-        });
+        }
     }
 
     /// The next claim or release to carry out.

@@ -447,7 +447,8 @@ impl Engine {
         if dc.tunnel.last_authenticated_rx() == Some(now) {
             dc.monitor.on_inbound(now);
         }
-        if dc.tunnel.is_established() && !dc.established {
+        // (is_established asks boringtun for its stats: only while not yet known)
+        if !dc.established && dc.tunnel.is_established() {
             dc.established = true;
             push_event(&mut self.events, Event::Established(DcId(i)));
         }
@@ -884,6 +885,45 @@ impl Engine {
     /// The client's stable addresses.
     pub fn stable(&self) -> StableAddresses {
         self.keeper.stable()
+    }
+
+    /// The process did not run for `gap` until `now` (suspend, SIGSTOP): the silence was ours,
+    /// not the datacenters'. Probe state moves forward by `gap` (nothing is declared down for
+    /// it), every tunnel is probed at once, switch-over recovery in progress is dropped, and
+    /// sessions that expired meanwhile are re-established at the next
+    /// [`Engine::handle_timeout`] (call it at once).
+    pub fn resume(&mut self, now: Instant, gap: Duration) {
+        for d in &mut self.dcs {
+            d.monitor.resume(now, gap);
+        }
+        self.recovery = None;
+        self.awaiting_data = None;
+    }
+
+    /// The local network changed (an address, a link, the default route): every gateway is
+    /// probed at once, so each learns the client's new source from an authenticated datagram
+    /// without waiting for the next probe interval.
+    pub fn network_changed(&mut self, now: Instant) {
+        for d in &mut self.dcs {
+            d.monitor.probe_now(now);
+        }
+    }
+
+    /// Sets a datacenter's endpoint (a resolved host name); its tunnel then sends there and
+    /// accepts datagrams only from there.
+    pub fn set_endpoint(&mut self, dc: DcId, endpoint: SocketAddr) -> Result<(), OperatorError> {
+        let d = self.dcs.get_mut(dc.0).ok_or(OperatorError::Unknown)?;
+        if d.tunnel.endpoint() != Some(endpoint) {
+            d.tunnel.set_endpoint(endpoint);
+        }
+        Ok(())
+    }
+
+    /// Whether every datacenter is down (nothing alive to carry traffic).
+    pub fn all_down(&self) -> bool {
+        self.dcs
+            .iter()
+            .all(|d| d.monitor.health() == PathHealth::Down)
     }
 
     /// The next event, if any.

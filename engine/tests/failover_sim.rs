@@ -954,3 +954,72 @@ fn a_reload_keeps_unchanged_tunnels_and_the_active_one() {
     ));
     assert_eq!(sim.client.status().len(), 3);
 }
+
+/// The laptop sleeps 300 s (boot time jumps; nothing ran meanwhile, so nothing was received
+/// and everything in flight is gone). Told so, the engine blames no datacenter for it; not
+/// told, it would have declared every one down.
+fn sleep_300s(resume: bool) -> (Sim, Duration) {
+    let mut sim = warm(3, 44, priority());
+    let gap = Duration::from_secs(300);
+    sim.queue.clear();
+    sim.now += gap;
+    let t = sim.elapsed();
+    if resume {
+        let now = sim.now;
+        sim.client.resume(now, gap);
+    }
+    sim.run_until(t + Duration::from_secs(2));
+    (sim, t)
+}
+
+#[test]
+fn a_resume_after_sleep_blames_no_datacenter() {
+    let (sim, t) = sleep_300s(true);
+    assert!(sim.switches_after(t).is_empty(), "{:?}", sim.switches);
+    let downs: Vec<_> = sim
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Health {
+                    to: probe::PathHealth::Down,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert!(downs.is_empty(), "{downs:?}");
+    assert_eq!(sim.client.active(), DcId(0));
+    // dc1's gateway released the silent client meanwhile and claims it again at once
+    let reclaimed = sim
+        .claims
+        .iter()
+        .any(|(at, dc, e)| *at >= t && *dc == 0 && matches!(e, GatewayEvent::Claim(_)));
+    assert!(reclaimed, "{:?}", sim.claims);
+    assert!(sim
+        .client
+        .status()
+        .iter()
+        .all(|d| d.health == probe::PathHealth::Up));
+}
+
+#[test]
+fn without_the_resume_the_same_sleep_would_fail_every_datacenter() {
+    let (sim, t) = sleep_300s(false);
+    let downs = sim
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Health {
+                    to: probe::PathHealth::Down,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(downs >= 3, "{:?}", sim.events);
+    let _ = t;
+}

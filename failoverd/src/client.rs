@@ -17,12 +17,13 @@ use sessionkeeper::{KeeperConfig, StableAddresses};
 use tokio::sync::mpsc;
 use tunnel::{EndpointPolicy, Outcome, TunnelConfig};
 
-use crate::config::{ClientConfig, ProbeKind};
+use crate::config::{ClientConfig, Endpoint, FailMode, ProbeKind};
 use crate::control::{self, Command};
 use crate::metrics::{self, Exposition};
-use crate::net::Underlay;
+use crate::net::{RouteKind, Underlay};
 use crate::notify::Notifier;
-use crate::{clock, drops_json, net, privileges, Shutdown, SignalRequest, BUFFER_LEN};
+use crate::roaming::Roaming;
+use crate::{clock, drops_json, net, netwatch, privileges, Shutdown, SignalRequest, BUFFER_LEN};
 
 /// The engine's configuration from a client configuration file: every datacenter's tunnel and
 /// probe target (probe ids and nonces drawn here: the engine has no randomness), the session
@@ -49,7 +50,10 @@ pub fn engine_config(config: &ClientConfig) -> EngineConfig {
                     .then_some(d.persistent_keepalive),
                 index: i as u32,
                 allowed_ips: d.allowed_ips.clone(),
-                endpoint: EndpointPolicy::Fixed(d.endpoint),
+                endpoint: match &d.endpoint {
+                    Endpoint::Addr(a) => EndpointPolicy::Fixed(*a),
+                    Endpoint::Name { .. } => EndpointPolicy::Controlled,
+                },
                 keep_established: true,
             },
         })
@@ -103,6 +107,8 @@ pub fn restart_needed(old: &ClientConfig, new: &ClientConfig) -> Option<&'static
         Some("client.control_group, client.metrics_listen or client.user")
     } else if (old.local_v4, old.local_v6) != (new.local_v4, new.local_v6) {
         Some("client.local_address (the TUN's address)")
+    } else if old.fail_mode != new.fail_mode {
+        Some("client.fail_mode")
     } else {
         None
     }
@@ -194,6 +200,18 @@ pub async fn run(
         addresses.push((a.into(), 128));
     }
     net::configure_interface(&config.interface, mtu, &addresses, &config.routes).await?;
+    let tun_index = net::ifindex(&config.interface).unwrap_or(0);
+    if config.fail_mode == FailMode::Closed {
+        // what the TUN's routes carry is dropped, never sent out the uplink, also after a crash
+        net::set_routes(&config.routes, RouteKind::Blackhole, true).await?;
+    }
+    let changes = match netwatch::watch(tun_index) {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            tracing::warn!("not watching the network for changes: {e:#}");
+            None
+        }
+    };
     let mut underlay = Underlay::bind(0)?;
     let mut engine =
         Engine::new(engine_config(&config), clock::now()).context("building the engine")?;
@@ -221,15 +239,21 @@ pub async fn run(
     // always has a deadline, so control requests cannot keep pushing the first tick away.
     run_timers(&mut engine, &mut underlay, &mut out).await;
     notifier.ready(&status_line(&engine));
-    loop {
+    let mut roaming = Roaming::new(&config, changes, clock::now());
+    let mut withdrawn = false;
+    let result = loop {
+        let dns_due = roaming.before_sleep(clock::now());
         let deadline = engine
             .poll_timeout()
             .into_iter()
             .chain(notifier.next_watchdog())
+            .chain(dns_due)
             .min()
             .unwrap_or_else(|| clock::now() + clock::IDLE_WAKE);
+        roaming.plan(deadline);
         tokio::select! {
             read = tun.recv(&mut tun_buf) => {
+                roaming.woke(&mut engine, clock::now());
                 let n = read.context("reading from the TUN device")?;
                 let Some(packet) = tun_buf.get_mut(..n) else { continue };
                 if let Ok(Some(t)) = engine.handle_local_packet(clock::now(), packet, &mut out) {
@@ -237,6 +261,7 @@ pub async fn run(
                 }
             }
             read = underlay.recv_from(&mut udp_buf) => {
+                roaming.woke(&mut engine, clock::now());
                 let Ok((n, from)) = read else { continue };
                 let Some(datagram) = udp_buf.get(..n) else { continue };
                 match engine.handle_datagram(clock::now(), from, datagram, &mut out) {
@@ -253,15 +278,33 @@ pub async fn run(
                     underlay.send(t.to, t.datagram).await;
                 }
             }
-            () = tokio::time::sleep_until(deadline.into()) => {
+            () = clock::sleep_until(deadline) => {
+                // after a stall, the resume comes first; missed timers then fire once
+                roaming.woke(&mut engine, clock::now());
                 run_timers(&mut engine, &mut underlay, &mut out).await;
+            }
+            event = roaming.next() => {
+                roaming.woke(&mut engine, clock::now());
+                roaming.handle(&mut engine, event);
             }
             Some(request) = control_rx.recv() => {
                 let answer = match &request.command {
                     Command::Status => {
-                        serde_json::Value::Object(status(&engine, underlay.send_errors(), &switches))
+                        let mut s = status(&engine, underlay.send_errors(), &switches);
+                        s.insert("roaming".into(), roaming.status());
+                        s.insert("fail_mode".into(), json!(match config.fail_mode {
+                            FailMode::Closed => "closed",
+                            FailMode::Open => "open",
+                        }));
+                        serde_json::Value::Object(s)
                     }
-                    Command::Reload => reload(&path, &mut engine, &mut config),
+                    Command::Reload => {
+                        let answer = reload(&path, &mut engine, &mut config);
+                        if control::is_ok(&answer) {
+                            roaming = roaming.reconfigured(&config, clock::now());
+                        }
+                        answer
+                    }
                     Command::Metrics => {
                         json!({"v": 1, "ok": true,
                                "text": metrics(&engine, &switches, underlay.send_errors()).render()})
@@ -274,19 +317,52 @@ pub async fn run(
                 SignalRequest::Stop => {
                     tracing::info!("shutting down");
                     notifier.stopping();
-                    return Ok(());
+                    break Ok(());
                 }
                 SignalRequest::Reload => {
-                    let _ = reload(&path, &mut engine, &mut config);
+                    if control::is_ok(&reload(&path, &mut engine, &mut config)) {
+                        roaming = roaming.reconfigured(&config, clock::now());
+                    }
                 }
             }
         }
+        let mut changed = false;
         while let Some(event) = engine.poll_event() {
+            roaming.on_event(&engine, &event);
             switches.record(&engine, &event);
+            changed = true;
+        }
+        if config.fail_mode == FailMode::Open && engine.all_down() != withdrawn {
+            // fail open: while nothing carries traffic, what the TUN routes takes the uplink
+            withdrawn = engine.all_down();
+            tracing::warn!(
+                withdrawn,
+                "fail open: every datacenter down; the tunnel's routes {}",
+                if withdrawn {
+                    "are withdrawn"
+                } else {
+                    "are back"
+                }
+            );
+            if let Err(e) =
+                net::set_routes(&config.routes, RouteKind::Tun(tun_index), !withdrawn).await
+            {
+                tracing::error!("changing the tunnel's routes failed: {e:#}");
+            }
         }
         notifier.kick(clock::now());
-        notifier.status(&status_line(&engine));
+        if changed && notifier.enabled() {
+            // only when something happened: this runs after every packet
+            notifier.status(&status_line(&engine));
+        }
+    };
+    if config.fail_mode == FailMode::Closed {
+        // a deliberate stop: the user wants the traffic back on the uplink
+        if let Err(e) = net::set_routes(&config.routes, RouteKind::Blackhole, false).await {
+            tracing::warn!("removing the fail-closed routes failed: {e:#}");
+        }
     }
+    result
 }
 
 /// One line for systemd's `STATUS=`: where traffic goes and how the tunnels are.

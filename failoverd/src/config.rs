@@ -6,7 +6,7 @@
 //! the fix.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use std::time::Duration;
@@ -139,7 +139,42 @@ fn parse_prefixes(ctx: &Ctx<'_>, key: &str, list: &[String]) -> Result<Vec<Prefi
         .collect()
 }
 
-fn parse_endpoint(ctx: &Ctx<'_>, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+/// A datacenter's endpoint: an address, or a host name resolved at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// a literal address
+    Addr(SocketAddr),
+    /// a host name and port, resolved (and re-resolved) by the daemon
+    Name {
+        /// the name
+        host: String,
+        /// the port
+        port: u16,
+    },
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Addr(a) => write!(f, "{a}"),
+            Endpoint::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+fn valid_host_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.trim_end_matches('.').split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn parse_endpoint(ctx: &Ctx<'_>, key: &str, text: &str) -> Result<Endpoint, ConfigError> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         if addr.port() == 0 {
             return Err(ctx.err(
@@ -148,7 +183,7 @@ fn parse_endpoint(ctx: &Ctx<'_>, key: &str, text: &str) -> Result<SocketAddr, Co
                 "use the gateway's listen port, e.g. 51820",
             ));
         }
-        return Ok(addr);
+        return Ok(Endpoint::Addr(addr));
     }
     if text.parse::<IpAddr>().is_ok() || !text.contains(':') || text.ends_with(']') {
         return Err(ctx.err(
@@ -168,17 +203,18 @@ fn parse_endpoint(ctx: &Ctx<'_>, key: &str, text: &str) -> Result<SocketAddr, Co
             "use a port from 1 to 65535, e.g. 51820",
         )
     })?;
-    (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut it| it.next())
-        .ok_or_else(|| {
-            ctx.err(
-                key,
-                format!("cannot resolve '{host}'"),
-                "check the name, or use an IP address",
-            )
-        })
+    if !valid_host_name(host) {
+        return Err(ctx.err(
+            key,
+            format!("'{host}' is neither an IP address nor a host name"),
+            "write an address (198.18.0.11:51820, [fd00::1]:51820) or a DNS name (dc1.example.net:51820)",
+        ));
+    }
+    // Resolved by the daemon at run time, with retries: DNS may be down at start.
+    Ok(Endpoint::Name {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 fn check_name(
@@ -308,6 +344,12 @@ struct RawClient {
     metrics_listen: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default = "default_fail_mode")]
+    fail_mode: String,
+}
+
+fn default_fail_mode() -> String {
+    "closed".into()
 }
 
 fn default_flow_table_size() -> usize {
@@ -380,7 +422,7 @@ pub struct Datacenter {
     /// unique name
     pub name: String,
     /// gateway endpoint
-    pub endpoint: SocketAddr,
+    pub endpoint: Endpoint,
     /// gateway public key
     pub public_key: PublicKey,
     /// inner sources accepted from it
@@ -495,6 +537,19 @@ pub struct ClientConfig {
     pub switch_recovery: bool,
     /// control socket readers, metrics, user
     pub operations: Operations,
+    /// what happens to traffic for the tunnels while every datacenter is down
+    pub fail_mode: FailMode,
+}
+
+/// What happens to traffic meant for the tunnels while every datacenter is down, or after the
+/// daemon died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// it is dropped: blackhole routes under the TUN's keep it from the uplink, also after a
+    /// crash (the default)
+    Closed,
+    /// it takes the uplink: the TUN's routes are withdrawn while every datacenter is down
+    Open,
 }
 
 /// Reads a list of at most one IPv4 and one IPv6 address.
@@ -573,6 +628,17 @@ impl ClientConfig {
             ));
         }
         let routes = parse_prefixes(&ctx, "client.routes", &c.routes)?;
+        let fail_mode = match c.fail_mode.as_str() {
+            "closed" => FailMode::Closed,
+            "open" => FailMode::Open,
+            other => {
+                return Err(ctx.err(
+                    "client.fail_mode",
+                    format!("'{other}' is not a fail mode"),
+                    "use \"closed\" (nothing for the tunnels leaks out while all datacenters are down) or \"open\"",
+                ))
+            }
+        };
         let operations = parse_operations(
             &ctx,
             "client",
@@ -713,6 +779,7 @@ impl ClientConfig {
             flow_table_size: c.flow_table_size,
             switch_recovery: c.switch_recovery,
             operations,
+            fail_mode,
         })
     }
 }

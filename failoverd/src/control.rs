@@ -138,6 +138,11 @@ impl Drop for ControlSocket {
     }
 }
 
+/// Whether an answer says `"ok": true`.
+pub fn is_ok(answer: &serde_json::Value) -> bool {
+    answer.get("ok").and_then(serde_json::Value::as_bool) == Some(true)
+}
+
 /// An answer refusing the request.
 pub fn error(message: &str) -> serde_json::Value {
     serde_json::json!({"v": 1, "ok": false, "error": message})

@@ -6,6 +6,7 @@
 //! release) is `engine::gateway`'s; this file only carries them out.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -29,15 +30,9 @@ const REANNOUNCE: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3
 // (`Gateway::still_probing`): a gateway that lost its client must not pull the return path
 // back from the gateway the client moved to.
 
-/// Runs the gateway until SIGTERM or SIGINT.
-pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Result<()> {
-    privileges::set_non_dumpable()?;
-    let tun = net::create_tun(&config.interface, config.mtu)?;
-    net::configure_interface(&config.interface, config.mtu, &config.address_hosts, &[]).await?;
-    let mut takeover = Takeover::new(&config.interface, &config.inside_interface).await?;
-    let socket = net::underlay_socket(config.listen_port)?;
-    let dual_stack = socket.local_addr().is_ok_and(|a| a.is_ipv6());
-    let clients = config
+/// The engine's view of the configured clients.
+fn engine_clients(config: &GatewayConfig) -> Vec<GatewayClient> {
+    config
         .clients
         .iter()
         .map(|c| GatewayClient {
@@ -53,29 +48,126 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
                 ReturnPath::Static
             },
         })
+        .collect()
+}
+
+/// The addresses the gateway claims for a client: only single addresses (a client's wider
+/// prefixes are routed by the operator).
+fn claim_addresses(c: &crate::config::GatewayClient) -> Vec<IpAddr> {
+    c.allowed_ips
+        .prefixes()
+        .iter()
+        .filter(|p| p.len() == if p.addr().is_ipv4() { 32 } else { 128 })
+        .map(|p| p.addr())
+        .collect()
+}
+
+/// Why a reloaded gateway configuration needs a restart, if it does.
+fn restart_needed(old: &GatewayConfig, new: &GatewayConfig) -> Option<&'static str> {
+    if old.private_key.public_key() != new.private_key.public_key() {
+        Some("gateway.private_key_file")
+    } else if old.listen_port != new.listen_port {
+        Some("gateway.listen_port")
+    } else if old.address_hosts != new.address_hosts {
+        Some("gateway.address")
+    } else if old.interface != new.interface || old.mtu != new.mtu {
+        Some("gateway.interface or gateway.mtu")
+    } else if old.inside_interface != new.inside_interface {
+        Some("gateway.inside_interface")
+    } else if old.handshake_rate_limit != new.handshake_rate_limit
+        || old.claim_timeout != new.claim_timeout
+    {
+        Some("gateway.handshake_rate_limit or gateway.claim_timeout_ms")
+    } else if old.control_socket != new.control_socket || old.operations != new.operations {
+        Some("gateway.control_socket, control_group, metrics_listen or user")
+    } else {
+        None
+    }
+}
+
+/// Re-reads `path` and applies its client list: unchanged clients keep their sessions and
+/// claims; removed ones are released (the events are carried out by the caller's loop).
+/// `names` and `claimable` grow with the new peer ids (ids are never reused).
+fn reload(
+    path: &Path,
+    running: &mut GatewayConfig,
+    gateway: &mut Gateway,
+    names: &mut Vec<String>,
+    claimable: &mut Vec<Vec<IpAddr>>,
+) -> serde_json::Value {
+    let new = match GatewayConfig::load(path) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("reload refused: {e}");
+            return control::error(&format!("{e}\n(the running configuration stays)"));
+        }
+    };
+    if let Some(what) = restart_needed(running, &new) {
+        let e = format!(
+            "{what} changed: restart the gateway to apply it; the running configuration stays"
+        );
+        tracing::warn!("reload refused: {e}");
+        return control::error(&e);
+    }
+    let report = match gateway.reconfigure(engine_clients(&new)) {
+        Ok(r) => r,
+        Err(e) => return control::error(&format!("{e}; the running configuration stays")),
+    };
+    let named = |names: &Vec<String>, ids: &[PeerId]| -> Vec<String> {
+        ids.iter()
+            .filter_map(|id| names.get(id.0).cloned())
+            .collect()
+    };
+    let removed = named(names, &report.removed);
+    let unchanged = named(names, &report.unchanged);
+    // new ids are appended in the order of the new file's clients that were not kept
+    let kept: Vec<&[u8; 32]> = report
+        .unchanged
+        .iter()
+        .filter_map(|id| gateway.responder().peer(*id))
+        .map(|t| t.peer_public_key().as_bytes())
         .collect();
+    for c in new
+        .clients
+        .iter()
+        .filter(|c| !kept.contains(&c.public_key.as_bytes()))
+    {
+        names.push(c.name.clone());
+        claimable.push(claim_addresses(c));
+    }
+    let added = named(names, &report.added);
+    tracing::info!(
+        ?added,
+        ?removed,
+        unchanged = unchanged.len(),
+        "configuration reloaded"
+    );
+    *running = new;
+    json!({"v": 1, "ok": true, "added": added, "removed": removed, "unchanged": unchanged, "changed": []})
+}
+
+/// Runs the gateway until SIGTERM or SIGINT; SIGHUP reloads its client list from `path`.
+pub async fn run(
+    path: PathBuf,
+    mut config: GatewayConfig,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    privileges::set_non_dumpable()?;
+    let tun = net::create_tun(&config.interface, config.mtu)?;
+    net::configure_interface(&config.interface, config.mtu, &config.address_hosts, &[]).await?;
+    let mut takeover = Takeover::new(&config.interface, &config.inside_interface).await?;
+    let socket = net::underlay_socket(config.listen_port)?;
+    let dual_stack = socket.local_addr().is_ok_and(|a| a.is_ipv6());
     let mut gateway = Gateway::new(EngineGatewayConfig {
         private_key: config.private_key.clone(),
         handshake_rate_limit: config.handshake_rate_limit,
         inner_addresses: config.address_hosts.iter().map(|(a, _)| *a).collect(),
         claim_timeout: config.claim_timeout,
-        clients,
+        clients: engine_clients(&config),
     })
     .context("building the WireGuard responder")?;
-    // Only single addresses are claimed; a client's wider prefixes are routed by the operator.
-    let claimable: Vec<Vec<IpAddr>> = config
-        .clients
-        .iter()
-        .map(|c| {
-            c.allowed_ips
-                .prefixes()
-                .iter()
-                .filter(|p| p.len() == if p.addr().is_ipv4() { 32 } else { 128 })
-                .map(|p| p.addr())
-                .collect()
-        })
-        .collect();
-    let names: Vec<String> = config.clients.iter().map(|c| c.name.clone()).collect();
+    let mut claimable: Vec<Vec<IpAddr>> = config.clients.iter().map(claim_addresses).collect();
+    let mut names: Vec<String> = config.clients.iter().map(|c| c.name.clone()).collect();
 
     let (control_tx, mut control_rx) = mpsc::channel(16);
     let access = control::Access {
@@ -117,9 +209,14 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
         timer_sends.push((t.to, t.datagram.to_vec()))
     });
     notifier.ready(&status_line(&gateway, &names));
+    // the status line follows claims and releases (rebuilding it per datagram costs)
+    let mut status_changes = 0;
     let result = loop {
         notifier.kick(clock::now());
-        notifier.status(&status_line(&gateway, &names));
+        if notifier.enabled() && counters.claims + counters.releases != status_changes {
+            status_changes = counters.claims + counters.releases;
+            notifier.status(&status_line(&gateway, &names));
+        }
         for (to, datagram) in timer_sends.drain(..) {
             if socket
                 .send_to(&datagram, net::for_socket(to, dual_stack))
@@ -197,7 +294,7 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
                     Outcome::Done | Outcome::Dropped(_) => {}
                 }
             }
-            () = tokio::time::sleep_until(deadline.into()) => {
+            () = clock::sleep_until(deadline) => {
                 gateway.handle_timeout(clock::now(), &mut out, |t| timer_sends.push((t.to, t.datagram.to_vec())));
             }
             Some(request) = control_rx.recv() => {
@@ -205,7 +302,7 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
                     Command::Status => status(&gateway, &names, &counters),
                     Command::Clients => json!({"v": 1, "ok": true, "clients": client_list(&gateway, &names)}),
                     Command::Metrics => json!({"v": 1, "ok": true, "text": metrics(&gateway, &names, &counters).render()}),
-                    Command::Reload => control::error(RELOAD_UNSUPPORTED),
+                    Command::Reload => reload(&path, &mut config, &mut gateway, &mut names, &mut claimable),
                     _ => control::error("this is a gateway: it answers status, clients, metrics"),
                 };
                 let _ = request.reply.send(answer);
@@ -216,7 +313,9 @@ pub async fn run(config: GatewayConfig, mut shutdown: Shutdown) -> anyhow::Resul
                     notifier.stopping();
                     break Ok(());
                 }
-                SignalRequest::Reload => tracing::warn!("{RELOAD_UNSUPPORTED}"),
+                SignalRequest::Reload => {
+                    let _ = reload(&path, &mut config, &mut gateway, &mut names, &mut claimable);
+                }
             }
         }
     };
@@ -301,10 +400,6 @@ async fn carry_out(
     }
     all_ok
 }
-
-/// Why a gateway does not reload.
-const RELOAD_UNSUPPORTED: &str =
-    "the gateway reads its configuration at start only: restart it to apply a change";
 
 /// One line for systemd's `STATUS=`.
 fn status_line(gateway: &Gateway, names: &[String]) -> String {

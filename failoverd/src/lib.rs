@@ -13,8 +13,11 @@ pub mod gateway;
 pub mod keyfile;
 pub mod metrics;
 pub mod net;
+pub mod netwatch;
 pub mod notify;
 pub mod privileges;
+pub mod resolve;
+pub mod roaming;
 pub mod takeover;
 
 use tunnel::DropCounters;
@@ -26,17 +29,80 @@ pub const BUFFER_LEN: usize = tunnel::min_buffer_len(tunnel::MAX_DATAGRAM);
 pub mod clock {
     //! The one place the daemon reads the clock; the cores get `now` from here.
     //!
-    //! Known gap (the laptop-life work): `Instant` is CLOCK_MONOTONIC, which stops during
-    //! suspend; boringtun's own timers already use CLOCK_BOOTTIME.
+    //! Time is CLOCK_BOOTTIME, which keeps counting while a laptop sleeps (Linux's
+    //! CLOCK_MONOTONIC, behind `Instant` and tokio, stops): an `Instant` from [`now`] is the
+    //! start instant plus the boot time elapsed since, so the cores see a suspend as the time
+    //! it really was, and boringtun's timers (which read CLOCK_BOOTTIME themselves) agree with
+    //! ours. Sleeps are asked of tokio as durations ([`sleep_until`]), never as instants of
+    //! this clock. [`Stall`] tells the loop when the process did not run (suspend, SIGSTOP, a
+    //! paused VM), so the engine does not blame the datacenters for it.
+    use std::sync::OnceLock;
     use std::time::{Duration, Instant};
 
     /// How long the loop sleeps when no timer is pending.
     pub const IDLE_WAKE: Duration = Duration::from_secs(1);
 
-    /// The current time, read once per wake-up of the IO loop.
+    /// A wake-up this much later than planned means the process did not run.
+    pub const STALL: Duration = Duration::from_millis(250);
+
+    /// CLOCK_BOOTTIME.
+    #[allow(unsafe_code)]
+    fn boottime() -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec into `ts`, which we own; CLOCK_BOOTTIME
+        // exists on every Linux this runs on (2.6.39+), and it cannot fail with a valid pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        Duration::new(
+            u64::try_from(ts.tv_sec).unwrap_or(0),
+            u32::try_from(ts.tv_nsec).unwrap_or(0),
+        )
+    }
+
+    /// The current time on the boot-time clock, read once per wake-up of the IO loop.
     #[allow(clippy::disallowed_methods)] // the IO layer is where the clock is read
     pub fn now() -> Instant {
-        Instant::now()
+        static BASE: OnceLock<(Instant, Duration)> = OnceLock::new();
+        let (start, boot_at_start) = *BASE.get_or_init(|| (Instant::now(), boottime()));
+        start + boottime().saturating_sub(boot_at_start)
+    }
+
+    /// Sleeps until `deadline` on this clock. The deadline is mapped back onto tokio's
+    /// (monotonic) clock by the current difference of the two, which grows only when the
+    /// machine sleeps — not re-based on "now": a due deadline must stay a fixed past instant,
+    /// or a loop kept busy by packets (tokio's timer wheel advances only when the driver turns)
+    /// would never see it elapse. After a suspend it may wake up to one remaining wait late;
+    /// [`Stall`] notices.
+    #[allow(clippy::disallowed_methods)] // the monotonic reading that anchors the mapping
+    pub fn sleep_until(deadline: Instant) -> tokio::time::Sleep {
+        let monotonic = Instant::now();
+        let ahead = now().saturating_duration_since(monotonic);
+        let at = deadline.checked_sub(ahead).unwrap_or(monotonic);
+        tokio::time::sleep_until(at.into())
+    }
+
+    /// Notices wake-ups long after the loop meant to wake: the process did not run.
+    #[derive(Debug, Default)]
+    pub struct Stall {
+        planned: Option<Instant>,
+    }
+
+    impl Stall {
+        /// The loop is about to sleep until `deadline` at the latest.
+        pub fn plan(&mut self, deadline: Instant) {
+            // a deadline already past (timers due while packets kept the loop busy) means "not
+            // at all": lateness is counted from now
+            self.planned = Some(deadline.max(now()));
+        }
+
+        /// The loop woke at `now`: how long it did not run beyond its plan, if that is more
+        /// than [`STALL`].
+        pub fn check(&mut self, now: Instant) -> Option<Duration> {
+            let late = now.saturating_duration_since(self.planned.take()?);
+            (late > STALL).then_some(late)
+        }
     }
 
     /// Wall-clock milliseconds since the Unix epoch, for event logs read by people.
@@ -45,6 +111,39 @@ pub mod clock {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn boot_time_advances_with_monotonic_time() {
+            let a = now();
+            std::thread::sleep(Duration::from_millis(20));
+            let d = now() - a;
+            assert!(
+                d >= Duration::from_millis(20) && d < Duration::from_secs(5),
+                "{d:?}"
+            );
+        }
+
+        #[test]
+        fn only_late_wakeups_are_stalls() {
+            let t = now() + Duration::from_secs(60);
+            let mut s = Stall::default();
+            s.plan(t);
+            assert_eq!(s.check(t + Duration::from_millis(100)), None);
+            s.plan(t);
+            assert_eq!(
+                s.check(t + Duration::from_secs(3)),
+                Some(Duration::from_secs(3))
+            );
+            assert_eq!(s.check(t + Duration::from_secs(9)), None, "nothing planned");
+            // a deadline already past counts from now, not from the deadline
+            s.plan(now() - Duration::from_secs(1));
+            assert_eq!(s.check(now()), None);
+        }
     }
 }
 

@@ -103,7 +103,7 @@ fn run_daemon(command: &str, path: PathBuf) -> anyhow::Result<()> {
         let shutdown = Shutdown::new()?;
         match loaded {
             Loaded::Client(c) => client::run(path, c, shutdown).await,
-            Loaded::Gateway(g) => gateway::run(g, shutdown).await,
+            Loaded::Gateway(g) => gateway::run(path, g, shutdown).await,
         }
     })
 }

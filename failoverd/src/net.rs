@@ -74,6 +74,77 @@ pub async fn configure_interface(
     result
 }
 
+/// The metric of the fail-closed blackhole routes: far behind the TUN's routes, so they only
+/// matter once those are gone.
+const BLACKHOLE_METRIC: u32 = 4_000_000;
+
+/// What [`set_routes`] installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// through the TUN device with this index
+    Tun(u32),
+    /// blackhole (fail closed): what the TUN's routes carried is dropped, never sent out the
+    /// uplink, also after the daemon (and with it the TUN) is gone
+    Blackhole,
+}
+
+fn route_message(
+    route: &Prefix,
+    kind: RouteKind,
+) -> anyhow::Result<rtnetlink::packet_route::route::RouteMessage> {
+    let builder = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(route.addr(), route.len())
+        .map_err(|e| anyhow!("route {route}: {e:?}"))?;
+    Ok(match kind {
+        RouteKind::Tun(index) => builder.output_interface(index).build(),
+        RouteKind::Blackhole => builder
+            .kind(rtnetlink::packet_route::route::RouteType::BlackHole)
+            .priority(BLACKHOLE_METRIC)
+            .build(),
+    })
+}
+
+/// Adds (`present`) or deletes `routes` of `kind`. Deleting a route that is not there is no
+/// error.
+pub async fn set_routes(routes: &[Prefix], kind: RouteKind, present: bool) -> anyhow::Result<()> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().context("opening a netlink socket (needs CAP_NET_ADMIN)")?;
+    let task = tokio::spawn(connection);
+    let result = async {
+        for route in routes {
+            let message = route_message(route, kind)?;
+            if present {
+                handle
+                    .route()
+                    .add(message)
+                    .replace()
+                    .execute()
+                    .await
+                    .with_context(|| format!("adding route {route} ({kind:?})"))?;
+            } else if let Err(e) = handle.route().del(message).execute().await {
+                let gone = matches!(&e, rtnetlink::Error::NetlinkError(m)
+                    if m.raw_code() == -libc::ESRCH);
+                if !gone {
+                    return Err(anyhow!("deleting route {route} ({kind:?}): {e}"));
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    task.abort();
+    result
+}
+
+/// The index of interface `name`.
+#[allow(unsafe_code)]
+pub fn ifindex(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: if_nametoindex reads the NUL-terminated string we own and returns an integer.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
 /// The underlay UDP socket: dual-stack where IPv6 exists, large buffers, non-blocking.
 pub fn underlay_socket(port: u16) -> anyhow::Result<tokio::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};

@@ -104,6 +104,10 @@ impl Frontend {
     }
 }
 
+/// One guest at a time per test process: QEMU under TCG keeps a core busy, and two of them on
+/// a 2-core machine starve the daemons' probe timers into false switches.
+static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A lab whose client is `vmm-shim`, with N datacenters and the stream server.
 #[derive(Debug)]
 pub struct ShimLab {
@@ -124,6 +128,8 @@ pub struct ShimLab {
     /// QEMU's end of the socketpair (stream-fd), until a guest boots
     guest_end: Option<OwnedFd>,
     boots: usize,
+    /// held for the lab's life (dropped last)
+    _one_guest: std::sync::MutexGuard<'static, ()>,
 }
 
 /// What a guest printed and how it ended.
@@ -189,6 +195,8 @@ impl ShimLab {
         guest_section: &str,
         extra_client: &str,
     ) -> Result<Self> {
+        // a test that panicked while holding it leaves nothing to protect: go on
+        let one_guest = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
         let mut lab = Lab::new(test)?;
         let topo = Topology::build(&mut lab, n)?;
         let Datacenters {
@@ -263,6 +271,7 @@ impl ShimLab {
             socket,
             guest_end,
             boots: 0,
+            _one_guest: one_guest,
         })
     }
 

@@ -2,6 +2,8 @@
 //!
 //! - [`lab`]: root-only network-namespace labs (namespaces, veths, bridges, processes) that
 //!   clean up after themselves, and the standard [`lab::Topology`] of DESIGN.md.
+//! - [`roaming_lab`]: a client on the move: a NAT router with two uplinks, a real resolver
+//!   for endpoint names, round-trip timing, leak counters and CPU time.
 //! - [`stream`]: the deterministic byte stream and its verifier core (pure, no IO, no clock),
 //!   plus the JSON reports of the `fo-lab` binary.
 //!
@@ -10,5 +12,6 @@
 
 pub mod guest;
 pub mod lab;
+pub mod roaming_lab;
 pub mod scenario;
 pub mod stream;

@@ -744,7 +744,10 @@ fn operators_switch_drain_and_undrain() {
             "left dc3 after {:?}: {s}",
             hold.elapsed()
         );
-        assert_eq!(dc_entry(&s, "datacenters", "dc1")["health"], "up");
+        // alive all along (a probe answered late makes it suspect for a moment, which is no
+        // failure: only down or recovering would be)
+        let health = &dc_entry(&s, "datacenters", "dc1")["health"];
+        assert!(health == "up" || health == "suspect", "dc1 {health}: {s}");
         samples += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -1850,4 +1853,60 @@ fn systemd_units_verify() {
         assert!(out.status.success(), "{unit}: {output}");
         assert!(about.is_empty(), "{unit}: {about:?}");
     }
+}
+
+#[test]
+fn the_gateway_reloads_its_clients_without_touching_the_others() {
+    let fl = FailoverLab::new("ops-gwreload", 1, "").unwrap();
+    let gw = &fl.gateways[0];
+    let original = std::fs::read_to_string(&gw.config).unwrap();
+    let stream = spawn_stream(&fl.lab, &fl.topo.client, "stream", 200_000_000, 43).unwrap();
+    fl.wait_flowing(5_000_000).unwrap();
+    let handshakes_of = |s: &Value| dc_entry(s, "clients", "laptop")["handshakes"].as_u64();
+    let before = handshakes_of(&gw.status().unwrap());
+
+    // a second client appears
+    let other = keypair(&fl.lab, "other").unwrap();
+    let with_other = format!(
+        "{original}\n[[client]]\nname = \"other\"\npublic_key = \"{}\"\nallowed_ips = [\"100.96.0.9/32\"]\n",
+        other.public
+    );
+    std::fs::write(&gw.config, &with_other).unwrap();
+    let a = gw.ask(&cmd("reload")).unwrap();
+    eprintln!("gateway reload adding a client: {a}");
+    assert!(is_ok(&a), "{a}");
+    assert_eq!(a["added"], json!(["other"]));
+    assert_eq!(a["unchanged"], json!(["laptop"]));
+    let s = gw.status().unwrap();
+    assert_eq!(names(&s, "clients"), ["laptop", "other"]);
+    assert_eq!(dc_entry(&s, "clients", "laptop")["claimed"], true, "{s}");
+    assert_eq!(handshakes_of(&s), before, "the kept client handshook again");
+
+    // a broken file is refused and changes nothing
+    std::fs::write(&gw.config, with_other.replace(&other.public, "not!base64")).unwrap();
+    let a = gw.ask(&cmd("reload")).unwrap();
+    eprintln!("gateway reload of a bad key: {a}");
+    assert!(
+        !is_ok(&a)
+            && a["error"]
+                .as_str()
+                .unwrap()
+                .contains("client[1].public_key"),
+        "{a}"
+    );
+    assert_eq!(names(&gw.status().unwrap(), "clients"), ["laptop", "other"]);
+
+    // SIGHUP with the second client gone
+    std::fs::write(&gw.config, &original).unwrap();
+    gw.daemon.signal(libc::SIGHUP).unwrap();
+    wait_until(Duration::from_secs(5), "the other client gone", || {
+        gw.status()
+            .is_ok_and(|s| names(&s, "clients") == ["laptop"])
+    })
+    .unwrap();
+    let report = stream.finish().unwrap();
+    eprintln!("stream across the gateway's reloads: {}", describe(&report));
+    assert!(report.ok, "{}", describe(&report));
+    assert_eq!(handshakes_of(&gw.status().unwrap()), before);
+    assert_eq!(fl.switches().unwrap().len(), 0);
 }

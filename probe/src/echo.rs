@@ -86,6 +86,19 @@ impl EchoResponder {
         }
     }
 
+    /// Adds a client (a gateway's reload); returns its index.
+    pub fn add_client(&mut self) -> usize {
+        self.clients.push(ClientState::default());
+        self.clients.len() - 1
+    }
+
+    /// Forgets client `i` (removed by a reload): not claimed, never released by timeout.
+    pub fn forget(&mut self, client: usize) {
+        if let Some(c) = self.clients.get_mut(client) {
+            *c = ClientState::default();
+        }
+    }
+
     /// Whether client `i` is claimed.
     pub fn claimed(&self, client: usize) -> bool {
         self.clients.get(client).is_some_and(|c| c.claimed)

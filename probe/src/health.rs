@@ -320,6 +320,18 @@ impl PathMonitor {
         self.intent
     }
 
+    /// The process did not run for `gap` (suspend, SIGSTOP, a paused VM) and `now` is the first
+    /// instant after it: that time is no evidence about the tunnel. Every reference to the
+    /// past moves forward by `gap`, probes in flight are forgotten (neither lost nor answered),
+    /// and the next probe goes at once; the tunnel is judged afresh from here.
+    pub fn resume(&mut self, now: Instant, gap: Duration) {
+        self.last_alive = self.last_alive.map(|t| t + gap);
+        self.recovering_since = self.recovering_since.map(|t| t + gap);
+        self.penalty_at += gap;
+        self.sent.clear();
+        self.probe_now(now);
+    }
+
     /// Sends the next probe at once (to tell a gateway a new intent without waiting).
     pub fn probe_now(&mut self, now: Instant) {
         self.probe_due = true;

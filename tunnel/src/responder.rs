@@ -8,6 +8,10 @@
 //!
 //! Outbound, a packet goes to the peer whose allowed IPs hold its destination with the longest
 //! prefix (cryptokey routing).
+//!
+//! Peers can be added and removed while the others keep their sessions (a gateway's reload). A
+//! removed peer's index is never given to another: datagrams still in flight for it find no
+//! peer, instead of another peer's session.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -34,7 +38,7 @@ const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(1);
 pub struct PeerId(pub usize);
 
 /// One configured peer (a client of the gateway).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerConfig {
     /// the peer's static key
     pub public_key: PublicKey,
@@ -49,7 +53,8 @@ pub struct Responder {
     private_key: PrivateKey,
     public_key: PublicKey,
     limiter: Arc<RateLimiter>,
-    peers: Vec<Tunnel>,
+    /// by index; `None` where a peer was removed (indexes are never reused)
+    peers: Vec<Option<Tunnel>>,
     by_key: HashMap<[u8; 32], PeerId>,
     next_limiter_reset: Option<Instant>,
     drops: DropCounters,
@@ -59,7 +64,7 @@ impl std::fmt::Debug for Responder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Responder")
             .field("public_key", &self.public_key)
-            .field("peers", &self.peers.len())
+            .field("peers", &self.len())
             .finish_non_exhaustive()
     }
 }
@@ -77,31 +82,54 @@ impl Responder {
         }
         let public_key = private_key.public_key();
         let limiter = Arc::new(RateLimiter::new(&public_key.dalek(), handshakes_per_second));
-        let mut tunnels = Vec::with_capacity(peers.len());
-        let mut by_key = HashMap::with_capacity(peers.len());
-        for (i, peer) in peers.into_iter().enumerate() {
-            let index =
-                u32::try_from(i).map_err(|_| TunnelError::TooManyPeers { max: MAX_PEERS - 1 })?;
-            by_key.insert(*peer.public_key.as_bytes(), PeerId(i));
-            tunnels.push(Tunnel::new(TunnelConfig {
-                private_key: private_key.clone(),
-                peer_public_key: peer.public_key,
-                persistent_keepalive: peer.persistent_keepalive,
-                index,
-                allowed_ips: peer.allowed_ips,
-                endpoint: EndpointPolicy::LearnAuthenticated,
-                keep_established: false,
-            })?);
-        }
-        Ok(Self {
+        let mut responder = Self {
             private_key,
             public_key,
             limiter,
-            peers: tunnels,
-            by_key,
+            peers: Vec::with_capacity(peers.len()),
+            by_key: HashMap::with_capacity(peers.len()),
             next_limiter_reset: None,
             drops: DropCounters::default(),
-        })
+        };
+        for peer in peers {
+            responder.add_peer(peer)?;
+        }
+        Ok(responder)
+    }
+
+    /// Adds a peer under a new index (never one a removed peer had).
+    pub fn add_peer(&mut self, peer: PeerConfig) -> Result<PeerId, TunnelError> {
+        let i = self.peers.len();
+        if i >= MAX_PEERS {
+            return Err(TunnelError::TooManyPeers { max: MAX_PEERS - 1 });
+        }
+        let index =
+            u32::try_from(i).map_err(|_| TunnelError::TooManyPeers { max: MAX_PEERS - 1 })?;
+        let key = *peer.public_key.as_bytes();
+        let tunnel = Tunnel::new(TunnelConfig {
+            private_key: self.private_key.clone(),
+            peer_public_key: peer.public_key,
+            persistent_keepalive: peer.persistent_keepalive,
+            index,
+            allowed_ips: peer.allowed_ips,
+            endpoint: EndpointPolicy::LearnAuthenticated,
+            keep_established: false,
+        })?;
+        self.by_key.insert(key, PeerId(i));
+        self.peers.push(Some(tunnel));
+        Ok(PeerId(i))
+    }
+
+    /// Removes a peer: its session ends, its datagrams are dropped from now on.
+    pub fn remove_peer(&mut self, id: PeerId) -> Option<Tunnel> {
+        let tunnel = self.peers.get_mut(id.0)?.take()?;
+        self.by_key.remove(tunnel.peer_public_key().as_bytes());
+        Some(tunnel)
+    }
+
+    /// The peer with this public key.
+    pub fn find(&self, key: &PublicKey) -> Option<PeerId> {
+        self.by_key.get(key.as_bytes()).copied()
     }
 
     /// Our public key.
@@ -111,27 +139,31 @@ impl Responder {
 
     /// Number of peers.
     pub fn len(&self) -> usize {
-        self.peers.len()
+        self.by_key.len()
     }
 
     /// Whether there are no peers.
     pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
+        self.by_key.is_empty()
     }
 
     /// One peer's session.
     pub fn peer(&self, id: PeerId) -> Option<&Tunnel> {
-        self.peers.get(id.0)
+        self.peers.get(id.0)?.as_ref()
     }
 
     /// One peer's session, mutably (timers, encapsulation, flushing).
     pub fn peer_mut(&mut self, id: PeerId) -> Option<&mut Tunnel> {
-        self.peers.get_mut(id.0)
+        self.peers.get_mut(id.0)?.as_mut()
     }
 
     /// Every peer id.
-    pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> {
-        (0..self.peers.len()).map(PeerId)
+    pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.is_some())
+            .map(|(i, _)| PeerId(i))
     }
 
     /// Drops of datagrams that reached no peer.
@@ -144,7 +176,7 @@ impl Responder {
         self.peers
             .iter()
             .enumerate()
-            .filter_map(|(i, t)| t.allowed_ips().longest_match(dst).map(|len| (len, i)))
+            .filter_map(|(i, t)| Some((t.as_ref()?.allowed_ips().longest_match(dst)?, i)))
             .max_by_key(|(len, _)| *len)
             .map(|(_, i)| PeerId(i))
     }
@@ -216,7 +248,7 @@ impl Responder {
             }
             Err(_) => return self.drop_with(DropReason::Malformed),
         };
-        match self.peers.get_mut(peer.0) {
+        match self.peers.get_mut(peer.0).and_then(Option::as_mut) {
             Some(tunnel) => (Some(peer), tunnel.decapsulate(now, from, datagram, out)),
             None => self.drop_with(DropReason::UnknownPeer),
         }
@@ -226,6 +258,7 @@ impl Responder {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.peers
             .iter()
+            .flatten()
             .filter_map(Tunnel::poll_timeout)
             .chain(self.next_limiter_reset)
             .min()
@@ -243,7 +276,7 @@ impl Responder {
             self.limiter.reset_count();
             self.next_limiter_reset = Some(now + RATE_LIMIT_WINDOW);
         }
-        for tunnel in &mut self.peers {
+        for tunnel in self.peers.iter_mut().flatten() {
             if tunnel.poll_timeout().is_some_and(|t| now < t) {
                 continue;
             }

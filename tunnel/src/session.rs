@@ -40,6 +40,9 @@ pub enum EndpointPolicy {
     /// A gateway's view of a client: accept from anywhere, and move the endpoint to a datagram's
     /// source only after that datagram authenticated (data decrypted or handshake completed).
     LearnAuthenticated,
+    /// Like `Fixed`, with the address not known yet (a host name still being resolved): send
+    /// nothing and accept nothing until the controller sets it (then it is `Fixed`).
+    Controlled,
 }
 
 /// What a session needs.
@@ -142,7 +145,7 @@ impl Tunnel {
         .map_err(TunnelError::InvalidKeys)?;
         let endpoint = match config.endpoint {
             EndpointPolicy::Fixed(addr) => Some(addr),
-            EndpointPolicy::LearnAuthenticated => None,
+            EndpointPolicy::LearnAuthenticated | EndpointPolicy::Controlled => None,
         };
         Ok(Self {
             tunn,
@@ -172,7 +175,10 @@ impl Tunnel {
     /// Replaces the endpoint (the controller's decision: configuration, DNS, re-binding).
     pub fn set_endpoint(&mut self, endpoint: SocketAddr) {
         self.endpoint = Some(endpoint);
-        if let EndpointPolicy::Fixed(_) = self.policy {
+        if matches!(
+            self.policy,
+            EndpointPolicy::Fixed(_) | EndpointPolicy::Controlled
+        ) {
             self.policy = EndpointPolicy::Fixed(endpoint);
         }
     }
@@ -238,10 +244,12 @@ impl Tunnel {
             // just malformed.
             return self.drop_with(DropReason::Malformed);
         }
-        if let EndpointPolicy::Fixed(expected) = self.policy {
-            if from != expected {
+        match self.policy {
+            EndpointPolicy::Fixed(expected) if from != expected => {
                 return self.drop_with(DropReason::UnexpectedSource);
             }
+            EndpointPolicy::Controlled => return self.drop_with(DropReason::UnexpectedSource),
+            _ => {}
         }
         let kind = datagram.first().copied().unwrap_or(0);
         match self.tunn.decapsulate(Some(from.ip()), datagram, out) {

@@ -19,6 +19,7 @@ use failoverd::config::ShimConfig;
 use failoverd::control::{self, Command};
 use failoverd::net::Underlay;
 use failoverd::notify::Notifier;
+use failoverd::roaming::Roaming;
 use failoverd::{clock, Shutdown, SignalRequest, BUFFER_LEN};
 use serde_json::json;
 use sessionkeeper::StableAddresses;
@@ -184,45 +185,55 @@ async fn run(
     let mut switches = SwitchLog::default();
     run_timers(&mut net, &mut underlay, &mut out).await;
     notifier.ready(&client::status_line(net.engine()));
+    // the host's network changes are the shim's too (it shares the host's uplink)
+    let changes = failoverd::netwatch::watch(0).ok();
+    let mut roaming = Roaming::new(&config.client, changes, clock::now());
     loop {
+        let dns_due = roaming.before_sleep(clock::now());
         let deadline = net
             .poll_timeout()
             .into_iter()
             .chain(notifier.next_watchdog())
+            .chain(dns_due)
             .min()
             .unwrap_or_else(|| clock::now() + clock::IDLE_WAKE);
+        roaming.plan(deadline);
         tokio::select! {
-            input = rx.input() => match input {
-                Input::Bytes(n) => {
-                    let mut frames = rx.decode(n);
-                    while let Some(frame) = frames.next_frame() {
-                        on_guest_frame(&mut net, frame, &mut tx, &mut underlay, &mut out).await;
+            input = rx.input() => {
+                roaming.woke(net.engine_mut(), clock::now());
+                match input {
+                    Input::Bytes(n) => {
+                        let mut frames = rx.decode(n);
+                        while let Some(frame) = frames.next_frame() {
+                            on_guest_frame(&mut net, frame, &mut tx, &mut underlay, &mut out).await;
+                        }
+                        if frames.desynced() {
+                            tracing::warn!("the guest stream is out of step; dropping the connection");
+                            rx.desync();
+                            tx.detach();
+                        }
                     }
-                    if frames.desynced() {
-                        tracing::warn!("the guest stream is out of step; dropping the connection");
-                        rx.desync();
+                    Input::Frame(mut frame) => {
+                        on_guest_frame(&mut net, &mut frame, &mut tx, &mut underlay, &mut out).await;
+                    }
+                    Input::Connected(writer) => {
+                        tracing::info!("guest link up");
+                        tx.attach(writer);
+                        net.link_reset(clock::now());
+                    }
+                    Input::Disconnected => {
+                        tracing::warn!("guest link down");
                         tx.detach();
                     }
+                    Input::Closed => {
+                        tracing::info!("the VMM closed the guest link; exiting");
+                        return Ok(());
+                    }
                 }
-                Input::Frame(mut frame) => {
-                    on_guest_frame(&mut net, &mut frame, &mut tx, &mut underlay, &mut out).await;
-                }
-                Input::Connected(writer) => {
-                    tracing::info!("guest link up");
-                    tx.attach(writer);
-                    net.link_reset(clock::now());
-                }
-                Input::Disconnected => {
-                    tracing::warn!("guest link down");
-                    tx.detach();
-                }
-                Input::Closed => {
-                    tracing::info!("the VMM closed the guest link; exiting");
-                    return Ok(());
-                }
-            },
+            }
             () = tx.writable(), if tx.has_pending() => tx.flush(),
             read = underlay.recv_from(&mut udp_buf) => {
+                roaming.woke(net.engine_mut(), clock::now());
                 let Ok((n, from)) = read else { continue };
                 let Some(datagram) = udp_buf.get(..n) else { continue };
                 match net.handle_datagram(clock::now(), from, datagram, &mut out) {
@@ -234,13 +245,24 @@ async fn run(
                     underlay.send(t.to, t.datagram).await;
                 }
             }
-            () = tokio::time::sleep_until(deadline.into()) => {
+            () = clock::sleep_until(deadline) => {
+                roaming.woke(net.engine_mut(), clock::now());
                 run_timers(&mut net, &mut underlay, &mut out).await;
+            }
+            event = roaming.next() => {
+                roaming.woke(net.engine_mut(), clock::now());
+                roaming.handle(net.engine_mut(), event);
             }
             Some(request) = control_rx.recv() => {
                 let answer = match &request.command {
                     Command::Status => status(&net, &rx, &tx, &underlay, &switches),
-                    Command::Reload => reload(&path, &mut net, &mut config),
+                    Command::Reload => {
+                        let answer = reload(&path, &mut net, &mut config);
+                        if control::is_ok(&answer) {
+                            roaming = roaming.reconfigured(&config.client, clock::now());
+                        }
+                        answer
+                    }
                     Command::Metrics => serde_json::json!({"v": 1, "ok": true,
                         "text": client::metrics(net.engine(), &switches, underlay.send_errors()).render()}),
                     other => client::operate(net.engine_mut(), other, &switches),
@@ -255,7 +277,9 @@ async fn run(
                     return Ok(());
                 }
                 SignalRequest::Reload => {
-                    let _ = reload(&path, &mut net, &mut config);
+                    if control::is_ok(&reload(&path, &mut net, &mut config)) {
+                        roaming = roaming.reconfigured(&config.client, clock::now());
+                    }
                 }
             }
         }
@@ -265,11 +289,16 @@ async fn run(
         if tx.has_pending() {
             tx.flush();
         }
+        let mut changed = false;
         while let Some(event) = net.engine_mut().poll_event() {
+            roaming.on_event(net.engine(), &event);
             switches.record(net.engine(), &event);
+            changed = true;
         }
         notifier.kick(clock::now());
-        notifier.status(&client::status_line(net.engine()));
+        if changed && notifier.enabled() {
+            notifier.status(&client::status_line(net.engine()));
+        }
     }
 }
 
