@@ -394,7 +394,7 @@ mod tests {
     fn consoles_are_cleaned() {
         assert_eq!(
             clean_console("\u{1b}[2J\u{1b}[01;01HBooting\r\nFO-BOOTED\r\n\u{1b}c"),
-            "BootingFO-BOOTED\n"
+            "Booting\nFO-BOOTED\n"
         );
     }
 }
