@@ -1053,6 +1053,17 @@ fn metrics_are_scraped() {
     )
     .unwrap();
     let client_ns = fl.topo.client.clone();
+    // the lab is ready once dc1 claims the client; dc2's first probe round trip may still be
+    // under way on a busy machine
+    wait_until(Duration::from_secs(10), "an RTT for every tunnel", || {
+        let (_, _, body) = get(&fl, &client_ns, CLIENT_METRICS, "/metrics");
+        ["dc1", "dc2"].iter().all(|dc| {
+            body.contains(&format!(
+                "failoverd_tunnel_rtt_seconds{{datacenter=\"{dc}\"}}"
+            ))
+        })
+    })
+    .unwrap();
     let t = now();
     let (code, head, body) = get(&fl, &client_ns, CLIENT_METRICS, "/metrics");
     let took = t.elapsed();
