@@ -439,6 +439,48 @@ fn one_way_loss_in_either_direction_is_a_failure() {
     }
 }
 
+/// A server→client segment of a download: [`tcp_segment`] with source and destination (address
+/// and port) swapped, which leaves every checksum valid.
+fn download_segment(seq: u32) -> Vec<u8> {
+    let mut p = tcp_segment(seq, 1, &[7; 1000]);
+    let (src, dst) = (p[12..16].to_vec(), p[16..20].to_vec());
+    p[12..16].copy_from_slice(&dst);
+    p[16..20].copy_from_slice(&src);
+    let (sport, dport) = (p[20..22].to_vec(), p[22..24].to_vec());
+    p[20..22].copy_from_slice(&dport);
+    p[22..24].copy_from_slice(&sport);
+    p
+}
+
+#[test]
+fn a_download_still_arriving_does_not_hide_a_failure_towards_the_datacenter() {
+    // The client's packets to dc1 stop getting through while the server's data keeps coming
+    // down dc1's tunnel for the whole second after (a sender that does not need the client's
+    // ACKs soon, or one draining a large window): authenticated inbound data, but no replies.
+    let mut sim = warm(2, 23, priority());
+    sim.links[0].black_up = true;
+    let mut out = vec![0u8; 70_000];
+    for ms in 0..1_000u32 {
+        sim.run_until(Duration::from_secs(2) + Duration::from_millis(u64::from(ms)));
+        let seg = download_segment(ms * 1_000);
+        let t = sim.gateways[0]
+            .1
+            .handle_inside_packet(&seg, &mut out)
+            .expect("the gateway encrypts the download");
+        let d = t.datagram.to_vec();
+        sim.send(true, 0, d);
+    }
+    sim.run_until(Duration::from_secs(3));
+    let s = sim.switches_after(Duration::ZERO);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!((s[0].1, s[0].2), (0, 1));
+    let after = s[0].0 - Duration::from_secs(2);
+    assert!(
+        after <= Duration::from_millis(100),
+        "switched {after:?} after the fault"
+    );
+}
+
 #[test]
 fn five_percent_random_loss_for_ten_minutes_causes_no_switch() {
     let mut sim = warm(3, 11, priority());

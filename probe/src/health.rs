@@ -12,10 +12,15 @@
 //! ```
 //!
 //! *Evidence* is a valid probe reply or any authenticated inbound datagram on the tunnel (data
-//! counts: under load probes may be lost while data flows). A probe reply needs a round trip, so
-//! a one-way failure stops replies in either direction; inbound data may delay the verdict on a
-//! client→datacenter failure by about one RTT, while it drains. While Suspect, probes
-//! go out four times as often, so a few random losses cannot add up to the detection budget.
+//! counts: under load probes may be lost while data flows). Inbound data only proves the
+//! datacenter→client direction, though: when the client→datacenter direction fails, the
+//! download in flight keeps arriving for a while and would delay the verdict. So once a tunnel
+//! has answered a probe since it last came up, *replies* are judged too, on their own clock:
+//! silent past `interval + RTO` the tunnel is Suspect, past [`PathMonitor::loss_timeout`] it is
+//! down. That budget uses the full RTO (not capped, as the inbound one is), so probes queued
+//! behind bulk data under load, whose RTT the RTO tracks, never trip it. A peer that never
+//! answers probes is judged on inbound silence alone. While Suspect, probes go out four times
+//! as often, so a few random losses cannot add up to the detection budget.
 //!
 //! Damping (as BGP route-flap damping): each flap adds a penalty that halves every
 //! `half_life`; the hold-down grows with it; above `suppress` the tunnel may not become Up until
@@ -194,6 +199,10 @@ pub struct PathMonitor {
     srtt: Option<Duration>,
     rttvar: Duration,
     last_alive: Option<Instant>,
+    /// the last valid probe reply
+    last_reply: Option<Instant>,
+    /// when evidence last brought the tunnel out of Down: replies are judged from here
+    alive_since: Option<Instant>,
     recovering_since: Option<Instant>,
     losses: VecDeque<bool>,
     penalty: f64,
@@ -222,6 +231,8 @@ impl PathMonitor {
             srtt: None,
             rttvar: Duration::ZERO,
             last_alive: None,
+            last_reply: None,
+            alive_since: None,
             recovering_since: None,
             losses: VecDeque::new(),
             penalty: 0.0,
@@ -310,6 +321,42 @@ impl PathMonitor {
         self.last_alive
     }
 
+    /// When the last probe reply arrived, if the tunnel has answered one since it last came
+    /// up: the instant reply silence is measured from. `None` while only inbound data counts.
+    fn reply_clock(&self) -> Option<Instant> {
+        let reply = self.last_reply?;
+        (reply >= self.alive_since?).then_some(reply)
+    }
+
+    /// How long the tunnel has been silent, for its state: inbound silence against the capped
+    /// budgets, reply silence scaled onto them. The larger of the two, as a duration comparable
+    /// with `interval + rto` (Suspect) and `detect_time` (Down).
+    fn silence(&self, now: Instant) -> Option<Duration> {
+        let alive = self.last_alive?;
+        let inbound = now.saturating_duration_since(alive);
+        let Some(reply) = self.reply_clock() else {
+            return Some(inbound);
+        };
+        let replies = now.saturating_duration_since(reply + self.reply_slack());
+        Some(inbound.max(replies))
+    }
+
+    /// Reply silence gets the uncapped RTO where inbound silence gets the capped one: reply
+    /// silence is counted from this long after the last reply, so one comparison serves both.
+    fn reply_slack(&self) -> Duration {
+        let rto = self.rto();
+        rto.saturating_sub(rto.min(self.cfg.interval / 2))
+    }
+
+    /// The first instant at which [`Self::silence`] reaches `x`, if evidence was ever seen.
+    fn silent_at(&self, x: Duration) -> Option<Instant> {
+        let inbound = self.last_alive? + x;
+        Some(match self.reply_clock() {
+            Some(reply) => inbound.min(reply + self.reply_slack() + x),
+            None => inbound,
+        })
+    }
+
     /// Sets the intent carried by the next probes.
     pub fn set_intent(&mut self, intent: Intent) {
         self.intent = intent;
@@ -326,6 +373,8 @@ impl PathMonitor {
     /// and the next probe goes at once; the tunnel is judged afresh from here.
     pub fn resume(&mut self, now: Instant, gap: Duration) {
         self.last_alive = self.last_alive.map(|t| t + gap);
+        self.last_reply = self.last_reply.map(|t| t + gap);
+        self.alive_since = self.alive_since.map(|t| t + gap);
         self.recovering_since = self.recovering_since.map(|t| t + gap);
         self.penalty_at += gap;
         self.sent.clear();
@@ -342,11 +391,9 @@ impl PathMonitor {
     /// Suspect, or Recovering and silent. Overdue tunnels are probed four times as often, so a
     /// few random losses cannot add up to the detection budget.
     fn overdue(&self, now: Instant) -> bool {
-        match (self.state, self.last_alive) {
+        match (self.state, self.silence(now)) {
             (PathHealth::Suspect, _) => true,
-            (PathHealth::Recovering, Some(alive)) => {
-                now.saturating_duration_since(alive) >= self.cfg.interval + self.rto()
-            }
+            (PathHealth::Recovering, Some(silent)) => silent >= self.cfg.interval + self.rto(),
             _ => false,
         }
     }
@@ -370,14 +417,14 @@ impl PathMonitor {
     /// The next instant [`PathMonitor::handle_timeout`] must run.
     pub fn poll_timeout(&self) -> Instant {
         let mut t = self.next_probe;
-        if let Some(alive) = self.last_alive {
+        if self.last_alive.is_some() {
             let rto = self.rto();
             let deadline = match self.state {
-                PathHealth::Up => Some(alive + self.cfg.interval + rto),
+                PathHealth::Up => self.silent_at(self.cfg.interval + rto),
                 // a Recovering tunnel becomes overdue between probe ticks; the next tick (at most
                 // one interval later) sees it and speeds probing up
                 PathHealth::Suspect | PathHealth::Recovering => {
-                    Some(alive + self.cfg.detect_time(rto))
+                    self.silent_at(self.cfg.detect_time(rto))
                 }
                 PathHealth::Down => None,
             };
@@ -403,9 +450,7 @@ impl PathMonitor {
     }
 
     fn go_down(&mut self, now: Instant, reason: DownReason) {
-        let silent = self
-            .last_alive
-            .map_or(Duration::ZERO, |a| now.saturating_duration_since(a));
+        let silent = self.silence(now).unwrap_or(Duration::ZERO);
         // Up/Suspect → Down is a flap, and so is failing again inside a hold-down: a tunnel
         // that keeps coming back and dropping must be damped just the same.
         if matches!(
@@ -457,8 +502,9 @@ impl PathMonitor {
         while self.losses.len() > self.cfg.loss_window.max(1) {
             self.losses.pop_front();
         }
-        let Some(alive) = self.last_alive else { return };
-        let silent = now.saturating_duration_since(alive);
+        let Some(silent) = self.silence(now) else {
+            return;
+        };
         let rto = self.rto();
         let detect = self.cfg.detect_time(rto);
         match self.state {
@@ -569,6 +615,7 @@ impl PathMonitor {
         }
         self.counters.replies += 1;
         self.rtt_sample(rtt);
+        self.last_reply = Some(now);
         self.on_inbound(now);
         Ok(())
     }
@@ -591,12 +638,22 @@ impl PathMonitor {
     pub fn on_inbound(&mut self, now: Instant) {
         self.last_alive = Some(now);
         match self.state {
-            PathHealth::Suspect => self.change(PathHealth::Up, None),
+            // data alone does not clear a tunnel whose replies are overdue: it may be the
+            // datacenter→client half of a tunnel whose other half failed
+            PathHealth::Suspect
+                if self
+                    .silence(now)
+                    .is_some_and(|s| s < self.cfg.interval + self.rto()) =>
+            {
+                self.change(PathHealth::Up, None)
+            }
             PathHealth::Down if !self.ever_up => {
                 self.ever_up = true;
+                self.alive_since = Some(now);
                 self.change(PathHealth::Up, None);
             }
             PathHealth::Down => {
+                self.alive_since = Some(now);
                 // judge the recovery on fresh samples: the outage's lost probes say nothing
                 // about the tunnel now
                 self.losses.clear();
@@ -709,5 +766,95 @@ mod tests {
         );
         m.on_inbound(t + Duration::from_millis(1));
         assert_eq!(m.health(), PathHealth::Up);
+    }
+
+    /// Millisecond steps of one tunnel: probes answered after `rtt(t)` unless `answered(t)` is
+    /// false for the probe's send time, inbound data every step while `data(t)`. Returns the
+    /// state changes with their times (ms).
+    fn run(
+        ms: u64,
+        rtt: impl Fn(u64) -> u64,
+        answered: impl Fn(u64) -> bool,
+        data: impl Fn(u64) -> bool,
+    ) -> Vec<(u64, HealthChange)> {
+        #[allow(clippy::disallowed_methods)] // base of a virtual clock
+        let t0 = Instant::now();
+        let at = |t: u64| t0 + Duration::from_millis(t);
+        let mut m = PathMonitor::new(ProbeConfig::default(), 9, t0);
+        let mut pending: Vec<(u64, ProbeMessage)> = Vec::new();
+        let mut changes = Vec::new();
+        for t in 0..ms {
+            let now = at(t);
+            pending.retain(|(due, msg)| {
+                if *due == t {
+                    let _ = m.on_reply(now, msg);
+                    false
+                } else {
+                    true
+                }
+            });
+            if data(t) {
+                m.on_inbound(now);
+            }
+            m.handle_timeout(now);
+            while let Some(p) = m.poll_probe(now) {
+                if answered(t) {
+                    pending.push((t + rtt(t).max(1), p.reply()));
+                }
+            }
+            while let Some(c) = m.poll_change() {
+                changes.push((t, c));
+            }
+        }
+        changes
+    }
+
+    fn downs(changes: &[(u64, HealthChange)]) -> Vec<u64> {
+        changes
+            .iter()
+            .filter(|(_, c)| c.to == PathHealth::Down)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    #[test]
+    fn replies_stopping_while_data_still_arrives_is_a_failure() {
+        // the client→datacenter half fails at 1000 ms; the download keeps arriving for 60 ms
+        // (draining), or for ever (a stream the far end keeps sending without feedback)
+        let cfg = ProbeConfig::default();
+        for drain in [60, u64::MAX / 2] {
+            let changes = run(2000, |_| 1, |t| t < 1000, |t| t < 1000 + drain);
+            let d = downs(&changes);
+            assert_eq!(d.len(), 1, "drain {drain}: {changes:?}");
+            let after = d[0] - 1000;
+            let budget = (cfg.interval * cfg.detect_mult).as_millis() as u64;
+            assert!(
+                (budget - 20..=budget + 20).contains(&after),
+                "drain {drain}: down {after} ms after the fault"
+            );
+        }
+    }
+
+    #[test]
+    fn replies_slowed_by_queueing_under_load_are_no_failure() {
+        // bulk data flows throughout; the probes' RTT climbs 1 → 120 ms over 3 s as a queue
+        // builds, holds, then drains: late replies, none lost
+        let rtt = |t: u64| match t {
+            0..1000 => 1,
+            1000..4000 => 1 + (t - 1000) * 119 / 3000,
+            4000..6000 => 120,
+            _ => 1,
+        };
+        let changes = run(8000, rtt, |_| true, |_| true);
+        assert!(downs(&changes).is_empty(), "{changes:?}");
+    }
+
+    #[test]
+    fn a_peer_that_never_answers_probes_is_judged_on_its_data() {
+        let changes = run(3000, |_| 1, |_| false, |t| t < 2000);
+        assert_eq!(changes.first().map(|(_, c)| c.to), Some(PathHealth::Up));
+        let d = downs(&changes);
+        assert_eq!(d.len(), 1, "{changes:?}");
+        assert!((2080..2120).contains(&d[0]), "{changes:?}");
     }
 }
