@@ -105,8 +105,52 @@ impl Frontend {
 }
 
 /// One guest at a time per test process: QEMU under TCG keeps a core busy, and two of them on
-/// a 2-core machine starve the daemons' probe timers into false switches.
+/// a 2-core machine starve the daemons' probe timers into false switches. Held per thread and
+/// re-entrant: a thread that builds several guest labs (the benchmark alternates between two)
+/// boots their guests one after another anyway, and must not wait for itself.
 static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+std::thread_local! {
+    /// This thread's hold on [`ONE_GUEST`]: the guard, and how many labs share it.
+    static HELD: std::cell::RefCell<(Option<std::sync::MutexGuard<'static, ()>>, usize)> =
+        const { std::cell::RefCell::new((None, 0)) };
+}
+
+/// A share of this thread's hold on [`ONE_GUEST`]; the last one dropped releases it.
+#[derive(Debug)]
+struct GuestSlot {
+    /// not `Send`: the hold belongs to the thread that took it
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl GuestSlot {
+    fn take() -> Self {
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            if h.1 == 0 {
+                // a test that panicked while holding it leaves nothing to protect: go on
+                h.0 = Some(ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner()));
+            }
+            h.1 += 1;
+        });
+        Self {
+            _thread: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for GuestSlot {
+    fn drop(&mut self) {
+        // at thread exit the thread-local may already be gone; then so is the guard
+        let _ = HELD.try_with(|h| {
+            let mut h = h.borrow_mut();
+            h.1 = h.1.saturating_sub(1);
+            if h.1 == 0 {
+                h.0 = None;
+            }
+        });
+    }
+}
 
 /// A lab whose client is `vmm-shim`, with N datacenters and the stream server.
 #[derive(Debug)]
@@ -129,7 +173,7 @@ pub struct ShimLab {
     guest_end: Option<OwnedFd>,
     boots: usize,
     /// held for the lab's life (dropped last)
-    _one_guest: std::sync::MutexGuard<'static, ()>,
+    _one_guest: GuestSlot,
 }
 
 /// What a guest printed and how it ended.
@@ -195,8 +239,7 @@ impl ShimLab {
         guest_section: &str,
         extra_client: &str,
     ) -> Result<Self> {
-        // a test that panicked while holding it leaves nothing to protect: go on
-        let one_guest = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
+        let one_guest = GuestSlot::take();
         let mut lab = Lab::new(test)?;
         let topo = Topology::build(&mut lab, n)?;
         let Datacenters {
@@ -396,5 +439,22 @@ mod tests {
             clean_console("\u{1b}[2J\u{1b}[01;01HBooting\r\nFO-BOOTED\r\n\u{1b}c"),
             "Booting\nFO-BOOTED\n"
         );
+    }
+
+    #[test]
+    fn the_guest_slot_is_reentrant_per_thread_and_exclusive_across_threads() {
+        let a = GuestSlot::take();
+        let b = GuestSlot::take(); // the same thread: no deadlock
+        drop(a);
+        let other = std::thread::spawn(|| {
+            let _s = GuestSlot::take();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            !other.is_finished(),
+            "another thread waits while one share is held"
+        );
+        drop(b);
+        other.join().unwrap();
     }
 }

@@ -109,13 +109,13 @@ fn inject(run: &mut Run, n: u64, bytes: u64, rng: &mut u64) -> std::io::Result<(
     *rng ^= *rng >> 7;
     *rng ^= *rng << 17;
     std::thread::sleep(Duration::from_micros(*rng % 40_000));
-    let before = fl.switches()?.len();
     let injected = unix_millis();
     blackhole(&fl.lab, fl.dc(from_i)?, Direction::Both)?;
     let applied = unix_millis();
     fl.wait_active(to, Duration::from_secs(10))?;
     let report = stream.finish()?;
-    let sw = fl.switches()?.get(before).cloned();
+    // by time, not by position: the client keeps only its last 64 switches
+    let sw = fl.switches()?.into_iter().find(|s| s.unix_ms >= injected);
     let silent = sw.as_ref().and_then(|s| s.detection_ms).unwrap_or(f64::NAN);
     let after_fault = sw
         .as_ref()
@@ -150,7 +150,7 @@ fn inject(run: &mut Run, n: u64, bytes: u64, rng: &mut u64) -> std::io::Result<(
 fn soak_run(fl: &FailoverLab, soak: u64) -> std::io::Result<usize> {
     let active = fl.active()?;
     let i = if active == "dc1" { 1 } else { 2 };
-    let before = fl.switches()?.len();
+    let started = unix_millis();
     fl.lab.nft(
         fl.dc(i)?,
         &format!(
@@ -159,11 +159,15 @@ fn soak_run(fl: &FailoverLab, soak: u64) -> std::io::Result<usize> {
     )?;
     std::thread::sleep(Duration::from_secs(soak));
     heal(&fl.lab, fl.dc(i)?)?;
-    let during = fl.switches()?;
-    for sw in during.iter().skip(before) {
+    let during: Vec<_> = fl
+        .switches()?
+        .into_iter()
+        .filter(|s| s.unix_ms >= started)
+        .collect();
+    for sw in &during {
         eprintln!("soak switch: {sw:?}");
     }
-    Ok(during.len().saturating_sub(before))
+    Ok(during.len())
 }
 
 fn summary(run: &mut Run, soak: u64, false_switches: Option<usize>) -> serde_json::Value {
