@@ -17,22 +17,42 @@ use std::time::Duration;
 use netns_tests::lab::wait_until;
 use netns_tests::scenario::*;
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+const USAGE: &str = "usage: failover-bench [--injections N (20)] [--soak-secs S (0)] \
+[--bytes B (60000000)] [--recovery on|off|both (both)]";
+
+struct Opts {
+    injections: u64,
+    soak: u64,
+    bytes: u64,
+    recovery: String,
 }
 
-fn arg_str(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_owned())
+/// The command line; `Err` carries the message to print (empty for `--help`).
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        injections: 20,
+        soak: 0,
+        bytes: 60_000_000,
+        recovery: "both".to_owned(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        let mut num = || -> Result<u64, String> {
+            let v = value()?;
+            v.parse()
+                .map_err(|_| format!("{a} {v:?}: not a non-negative whole number"))
+        };
+        match a.as_str() {
+            "--injections" => o.injections = num()?,
+            "--soak-secs" => o.soak = num()?,
+            "--bytes" => o.bytes = num()?,
+            "--recovery" => o.recovery = value()?.clone(),
+            "-h" | "--help" => return Err(String::new()),
+            _ => return Err(format!("unexpected argument {a:?}")),
+        }
+    }
+    Ok(o)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -44,7 +64,19 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match parse(&args) {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("failover-bench: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("failover-bench: {e}");
@@ -206,11 +238,9 @@ fn summary(run: &mut Run, soak: u64, false_switches: Option<usize>) -> serde_jso
     })
 }
 
-fn run() -> std::io::Result<()> {
-    let injections = arg("--injections", 20);
-    let soak = arg("--soak-secs", 0);
-    let bytes = arg("--bytes", 60_000_000);
-    let modes: &[&'static str] = match arg_str("--recovery", "both").as_str() {
+fn run(opts: &Opts) -> std::io::Result<()> {
+    let (injections, soak, bytes) = (opts.injections, opts.soak, opts.bytes);
+    let modes: &[&'static str] = match opts.recovery.as_str() {
         "on" => &["on"],
         "off" => &["off"],
         "both" => &["on", "off"],

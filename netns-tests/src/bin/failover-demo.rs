@@ -11,6 +11,18 @@ use std::time::Duration;
 use netns_tests::scenario::*;
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None => {}
+        Some("-h" | "--help") => {
+            println!("usage: failover-demo   (as root; takes no arguments)");
+            return ExitCode::SUCCESS;
+        }
+        Some(a) => {
+            eprintln!("failover-demo: unexpected argument {a:?}; it takes none");
+            return ExitCode::from(2);
+        }
+    }
     match run() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
