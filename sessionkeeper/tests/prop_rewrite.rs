@@ -1700,7 +1700,9 @@ proptest! {
         let bytes = mutate(case.build(Side::Before).bytes, &ms);
         let mut keeper = Keeper::new(fuzzing::keeper_config(cfg, mtu));
         check_any_bytes(&mut keeper, &bytes, outbound)?;
-        fuzzing::fuzz_one(&[&[cfg, mtu][..], &bytes[..]].concat());
+        #[allow(clippy::disallowed_methods)] // the base of the run's virtual clock
+        let now = std::time::Instant::now();
+        fuzzing::fuzz_one(&[&[cfg, mtu][..], &bytes[..]].concat(), now);
     }
 }
 

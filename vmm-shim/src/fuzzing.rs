@@ -93,11 +93,6 @@ pub mod config {
     pub const HOST_ROUTE: u8 = 0x80;
 }
 
-#[allow(clippy::disallowed_methods)] // the base of the target's virtual clock
-fn base() -> Instant {
-    Instant::now()
-}
-
 // ---------------------------------------------------------------------------------------------
 // From scratch: the Internet checksum
 
@@ -346,10 +341,10 @@ pub fn join_frames(cfg: u8, frames: &[&[u8]]) -> Vec<u8> {
 ///   checksums; a router advertisement (to the solicitation's source, or all nodes) or a
 ///   neighbour advertisement (for the solicitation's target) from the shim's link-local
 ///   address with hop limit 255, a valid ICMPv6 checksum and valid options.
-pub fn guest_frames(data: &[u8]) {
+pub fn guest_frames(data: &[u8], now: Instant) {
     let (&cfg, rest) = data.split_first().unwrap_or((&0, &[]));
     let frames = split_frames(rest);
-    let mut now = base();
+    let mut now = now;
     let engine = Engine::new(engine_config(), now);
     assert!(engine.is_ok(), "the engine: {engine:?}");
     let Ok(engine) = engine else { return };

@@ -7,5 +7,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    sessionkeeper::fuzzing::fuzz_one(data);
+    sessionkeeper::fuzzing::fuzz_one(data, std::time::Instant::now());
 });

@@ -7,5 +7,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    vmm_shim::fuzzing::guest_frames(data);
+    vmm_shim::fuzzing::guest_frames(data, std::time::Instant::now());
 });
