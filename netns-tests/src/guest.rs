@@ -228,6 +228,38 @@ pub fn clean_console(raw: &str) -> String {
     out
 }
 
+/// QEMU under TCG booting the test image with one CPU, 256 MiB, the serial console on stdout
+/// and no devices yet: the caller adds the NIC. `net` are the `fo.*` network parameters (e.g.
+/// `fo.net=dhcp`), `script` the scenario the guest's init runs.
+pub fn qemu_command(image: &GuestImage, net: &str, script: &str) -> Vec<String> {
+    let append = format!(
+        "console=ttyS0 panic=-1 quiet {net} fo.run={}",
+        base64::engine::general_purpose::STANDARD.encode(script)
+    );
+    let mut args: Vec<String> = [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-smp",
+        "1",
+        "-m",
+        "256",
+        "-nographic",
+        "-no-reboot",
+        "-nodefaults",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(["-kernel".into(), image.kernel.display().to_string()]);
+    args.extend(["-initrd".into(), image.initrd.display().to_string()]);
+    args.extend(["-append".into(), append]);
+    args
+}
+
 impl ShimLab {
     /// Builds the lab and starts the shim with `guest_section` as its `[guest]` section and
     /// `extra_client` in its `[client]` section; waits until every tunnel is established and
@@ -328,31 +360,7 @@ impl ShimLab {
     pub fn boot(&mut self, net: &str, script: &str) -> Result<Daemon> {
         let image = image()?;
         self.boots += 1;
-        let append = format!(
-            "console=ttyS0 panic=-1 quiet {net} fo.run={}",
-            base64::engine::general_purpose::STANDARD.encode(script)
-        );
-        let mut args: Vec<String> = [
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-smp",
-            "1",
-            "-m",
-            "256",
-            "-nographic",
-            "-no-reboot",
-            "-nodefaults",
-            "-serial",
-            "stdio",
-            "-monitor",
-            "none",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(["-kernel".into(), image.kernel.display().to_string()]);
-        args.extend(["-initrd".into(), image.initrd.display().to_string()]);
-        args.extend(["-append".into(), append]);
+        let mut args = qemu_command(&image, net, script);
         let device = format!("virtio-net-pci,netdev=n0,mac={GUEST_MAC},romfile=");
         let mut fd = None;
         match self.frontend {

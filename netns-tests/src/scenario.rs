@@ -624,41 +624,35 @@ pub fn start_wireguard_go(
     addresses: &[&str],
     routes: &[&str],
 ) -> Result<Daemon> {
-    let daemon = lab.spawn(
+    start_wg_impl(
+        lab,
         ns,
+        &WgImpl::WireguardGo,
         &format!("wireguard-go-{ifname}"),
-        &[
-            "env",
-            "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1",
-            "wireguard-go",
-            "-f",
-            ifname,
-        ],
-    )?;
-    let sock = PathBuf::from(format!("/var/run/wireguard/{ifname}.sock"));
-    wait_until(
-        Duration::from_secs(10),
-        "wireguard-go control socket",
-        || sock.exists() || !daemon.is_running(),
-    )?;
-    if !daemon.is_running() {
-        return Err(other(format!(
-            "wireguard-go exited: {}",
-            daemon.read_stderr()
-        )));
-    }
-    let key_file = key.private_file.display().to_string();
-    let mut args = vec!["wg", "set", ifname, "private-key", key_file.as_str()];
-    args.extend_from_slice(wg_args);
-    lab.exec(ns, &args)?;
-    lab.exec(ns, &["ip", "link", "set", ifname, "mtu", "1420", "up"])?;
-    for a in addresses {
-        lab.addr(ns, ifname, a)?;
-    }
-    for r in routes {
-        lab.exec(ns, &["ip", "route", "replace", r, "dev", ifname])?;
-    }
-    Ok(daemon)
+        ifname,
+        key,
+        wg_args,
+        addresses,
+        routes,
+    )
+}
+
+/// Checks a finished stream and panics (a test's failure) unless it stayed connected and every
+/// byte was verified both ways. Returns the longest stall of either direction in ms.
+pub fn check_stream(what: &str, report: &SendReport, bytes: u64) -> f64 {
+    eprintln!("{what}: {}", describe(report));
+    assert!(
+        report.ok,
+        "{what}: the connection did not survive: {}",
+        describe(report)
+    );
+    assert_eq!(report.up.verified_by_server, bytes, "{what}: every byte up");
+    assert_eq!(report.down.verified, bytes, "{what}: every byte down");
+    assert_eq!((report.up.corrupt_at, report.down.corrupt_at), (None, None));
+    report
+        .down
+        .longest_stall_ms
+        .max(report.up.server_longest_stall_ms.unwrap_or(f64::INFINITY))
 }
 
 /// One line summing up a stream report, for logs and the demo.

@@ -23,24 +23,11 @@ use std::time::Duration;
 use netns_tests::lab::Topology;
 
 use netns_tests::scenario::*;
-use netns_tests::stream::SendReport;
 
 const SWITCH_WAIT: Duration = Duration::from_secs(5);
 
 fn bytes() -> u64 {
     stream_bytes().min(100_000_000)
-}
-
-fn check(what: &str, report: &SendReport, bytes: u64) {
-    eprintln!("{what}: {}", describe(report));
-    assert!(
-        report.ok,
-        "{what}: the connection did not survive: {}",
-        describe(report)
-    );
-    assert_eq!(report.up.verified_by_server, bytes, "{what}: every byte up");
-    assert_eq!(report.down.verified, bytes, "{what}: every byte down");
-    assert_eq!((report.up.corrupt_at, report.down.corrupt_at), (None, None));
 }
 
 /// Runs a stream, injects `fault` once it flows, waits for the switch to `next`, and checks the
@@ -73,7 +60,7 @@ fn across_to(
     fault();
     fl.wait_active(next, SWITCH_WAIT).unwrap();
     let report = stream.finish().unwrap();
-    check(what, &report, n);
+    check_stream(what, &report, n);
     let switches = fl.switches().unwrap();
     let sw = switches.get(before).cloned().expect("a switch was logged");
     assert_eq!(sw.to, next);

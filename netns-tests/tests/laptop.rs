@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use netns_tests::lab::{wait_until, Lab, Ns, Topology};
 use netns_tests::roaming_lab::*;
 use netns_tests::scenario::*;
-use netns_tests::stream::SendReport;
 use serde_json::Value;
 
 /// How long the suspend test keeps the daemon stopped: past REJECT_AFTER_TIME (180 s), so
@@ -113,20 +112,6 @@ fn address(status: &Value, name: &str) -> Option<String> {
         .into_iter()
         .find(|(d, _, _)| d == name)
         .and_then(|(_, a, _)| a)
-}
-
-/// Checks a finished stream: connected throughout, every byte verified both ways. Returns the
-/// longest stall of either direction in ms.
-fn check_stream(what: &str, report: &SendReport, bytes: u64) -> f64 {
-    eprintln!("{what}: {}", describe(report));
-    assert!(report.ok, "{what}: {}", describe(report));
-    assert_eq!(report.up.verified_by_server, bytes, "{what}: every byte up");
-    assert_eq!(report.down.verified, bytes, "{what}: every byte down");
-    assert_eq!((report.up.corrupt_at, report.down.corrupt_at), (None, None));
-    report
-        .down
-        .longest_stall_ms
-        .max(report.up.server_longest_stall_ms.unwrap_or(f64::INFINITY))
 }
 
 /// A short verified stream through the tunnel: the connection works.

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use netns_tests::lab::{bin_path, wait_until, Ns};
 use netns_tests::scenario::*;
-use netns_tests::stream::SendReport;
 use serde_json::{json, Value};
 
 /// The test's clock (measuring what the daemons do is IO code).
@@ -49,20 +48,6 @@ fn is_ok(answer: &Value) -> bool {
 
 fn error_text(answer: &Value) -> String {
     answer["error"].as_str().unwrap_or_default().to_owned()
-}
-
-/// Checks a finished stream: connected throughout, every byte verified both ways. Returns the
-/// longest stall of either direction in ms.
-fn check_stream(what: &str, report: &SendReport, bytes: u64) -> f64 {
-    eprintln!("{what}: {}", describe(report));
-    assert!(report.ok, "{what}: {}", describe(report));
-    assert_eq!(report.up.verified_by_server, bytes, "{what}: every byte up");
-    assert_eq!(report.down.verified, bytes, "{what}: every byte down");
-    assert_eq!((report.up.corrupt_at, report.down.corrupt_at), (None, None));
-    report
-        .down
-        .longest_stall_ms
-        .max(report.up.server_longest_stall_ms.unwrap_or(f64::INFINITY))
 }
 
 fn assert_alive(running: &Running, what: &str) {

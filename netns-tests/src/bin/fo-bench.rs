@@ -2237,41 +2237,13 @@ impl UserNetLab {
     }
 
     fn run(&self, image: &guest::GuestImage, r: usize, bytes: u64) -> Result<f64> {
-        let append = format!(
-            "console=ttyS0 panic=-1 quiet fo.net=dhcp fo.run={}",
-            base64_encode(guest_script("10.0.2.2", bytes).as_bytes())
-        );
-        let args: Vec<String> = [
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-smp",
-            "1",
-            "-m",
-            "256",
-            "-nographic",
-            "-no-reboot",
-            "-nodefaults",
-            "-serial",
-            "stdio",
-            "-monitor",
-            "none",
-            "-netdev",
-            "user,id=n0",
-            "-device",
-            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .chain([
-            "-kernel".into(),
-            image.kernel.display().to_string(),
-            "-initrd".into(),
-            image.initrd.display().to_string(),
-            "-append".into(),
-            append,
-        ])
-        .collect();
+        let mut args = guest::qemu_command(image, "fo.net=dhcp", &guest_script("10.0.2.2", bytes));
+        args.extend([
+            "-netdev".into(),
+            "user,id=n0".into(),
+            "-device".into(),
+            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=".into(),
+        ]);
         let qemu = self.lab.spawn(&self.ns, &format!("qemu-user-{r}"), &args)?;
         let path = qemu.stdout_path().to_path_buf();
         let read = || guest::clean_console(&std::fs::read_to_string(&path).unwrap_or_default());
@@ -2294,11 +2266,6 @@ impl UserNetLab {
             })?;
         guest_goodput(&guest::GuestRun { rc, console }, bytes)
     }
-}
-
-fn base64_encode(data: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 // ------------------------------------------------------------------------------ profiles
