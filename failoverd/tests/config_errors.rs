@@ -14,19 +14,11 @@ use std::process::Command;
 
 const GATEWAY_PUB: &str = "hq7aij0ZmmD1zIWdCs0XTzIw1HvUAn9wTcXD53zON0c=";
 
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::Dir;
 
 fn scratch(name: &str) -> Dir {
-    let dir = std::env::temp_dir().join(format!("failoverd-cfg-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Dir(dir)
+    common::scratch("failoverd-cfg", name)
 }
 
 fn write_key(dir: &Path, mode: u32) -> PathBuf {

@@ -19,19 +19,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::Dir;
 
 fn scratch(name: &str) -> Dir {
-    let dir = std::env::temp_dir().join(format!("failoverctl-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Dir(dir)
+    common::scratch("failoverctl", name)
 }
 
 /// How the fake daemon treats a request line.
