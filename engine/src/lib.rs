@@ -5,11 +5,11 @@
 //! datagrams, caller-owned buffers and `now`, and gets back what to send or deliver.
 //!
 //! Calling contract (quinn's verbs):
-//! - [`Engine::handle_local_packet`] for every IP packet from the local side (TUN or guest);
-//! - [`Engine::handle_datagram`] for every UDP datagram from the underlay, then drain
-//!   [`Engine::poll_transmit`];
+//! - [`Engine::handle_local`] for every IP packet from the local side (TUN or guest);
+//! - [`Engine::handle_datagram`] for every UDP datagram from the underlay;
 //! - [`Engine::handle_timeout`] no later than [`Engine::poll_timeout`];
-//! - [`Engine::poll_event`] after any of them, until `None`.
+//! - after any of them, [`Engine::poll_transmit`] into a caller-owned [`Batch`] until it adds
+//!   nothing (send what it holds in between), and [`Engine::poll_event`] until `None`.
 //!
 //! Every tunnel is probed from inside (a [`probe::PathMonitor`] each); authenticated inbound
 //! traffic counts as evidence too. A [`probe::Selector`] picks the active tunnel; on a switch the
@@ -19,7 +19,10 @@
 
 #![forbid(unsafe_code)]
 
+mod batch;
 pub mod gateway;
+
+pub use batch::Batch;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -46,6 +49,13 @@ const RECOVERY_WAIT_MIN: Duration = Duration::from_millis(10);
 const RECOVERY_WAIT_MAX: Duration = Duration::from_millis(200);
 /// The wait when the new tunnel has no RTT estimate yet.
 const RECOVERY_WAIT_DEFAULT: Duration = Duration::from_millis(50);
+
+/// Timer and probe datagrams (handshake initiations, keepalives, probes: all under this size)
+/// wait in the engine's own outbox until [`Engine::poll_transmit`] hands them out …
+const OUTBOX_SLOT: usize = 512;
+/// … which holds this many per datacenter (one timer datagram and a few probes per
+/// [`Engine::handle_timeout`]); beyond it they are dropped and counted, like a full socket.
+const OUTBOX_PER_DC: usize = 8;
 
 /// One datacenter as the engine sees it.
 #[derive(Debug)]
@@ -116,6 +126,11 @@ pub enum Event {
         /// inbound silence across the switch
         stall: Duration,
     },
+    /// every datacenter is down: nothing carries traffic (the front end applies its fail
+    /// mode: keep dropping — fail closed — or let the traffic take the uplink — fail open)
+    AllDown,
+    /// after [`Event::AllDown`]: a datacenter is alive again
+    AnyUp,
 }
 
 /// Why an operator's request was refused.
@@ -287,8 +302,10 @@ pub struct Engine {
     selector: Selector,
     probe_buf: Vec<u8>,
     probe_malformed: u64,
-    /// the tunnel that may still hold datagrams queued behind a handshake
-    flushing: Option<DcId>,
+    /// datagrams from timers and probes, until [`Engine::poll_transmit`]
+    outbox: Batch,
+    /// where tunnels write before a datagram goes into the outbox
+    scratch: Vec<u8>,
     events: VecDeque<Event>,
     underlay_drops: DropCounters,
     keeper: Keeper,
@@ -297,6 +314,8 @@ pub struct Engine {
     /// after a switch: the new tunnel and the old tunnel's last authenticated datagram,
     /// until the first data packet arrives through the new one
     awaiting_data: Option<(usize, Option<Instant>)>,
+    /// every datacenter was down at the last health change ([`Event::AllDown`] said so)
+    all_down: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -366,6 +385,7 @@ impl Engine {
             });
             dcs.push(d);
         }
+        let dcs_len = dcs.len();
         Ok(Self {
             dcs,
             // All tunnels start together: the first one gets a handshake's worth of time to
@@ -380,7 +400,8 @@ impl Engine {
             ),
             probe_buf: Vec::with_capacity(128),
             probe_malformed: 0,
-            flushing: None,
+            outbox: Batch::new(OUTBOX_PER_DC * dcs_len + OUTBOX_PER_DC, OUTBOX_SLOT),
+            scratch: vec![0; tunnel::min_buffer_len(tunnel::MAX_DATAGRAM)],
             events: VecDeque::new(),
             underlay_drops: DropCounters::default(),
             keeper: Keeper::new(KeeperConfig {
@@ -390,6 +411,7 @@ impl Engine {
             recovery: None,
             recovery_buf: Vec::with_capacity(tunnel::MAX_DATAGRAM),
             awaiting_data: None,
+            all_down: false,
         })
     }
 
@@ -406,7 +428,7 @@ impl Engine {
     /// Handles an IP packet from the local side: the session keeper validates it, maps its
     /// source to the stable address and tracks it, in place; returns the datagram to send on
     /// the active tunnel, if any.
-    pub fn handle_local_packet<'o>(
+    pub fn handle_local<'o>(
         &mut self,
         now: Instant,
         packet: &mut [u8],
@@ -424,7 +446,8 @@ impl Engine {
     }
 
     /// Handles a datagram from the underlay. Datagrams from an address that is no datacenter's
-    /// endpoint are dropped and counted. After a `Transmit`, drain [`Engine::poll_transmit`].
+    /// endpoint are dropped and counted. A `Transmit` (a handshake's answer) is to be sent at
+    /// once; what a completed handshake released comes from [`Engine::poll_transmit`].
     pub fn handle_datagram<'o>(
         &mut self,
         now: Instant,
@@ -491,49 +514,52 @@ impl Engine {
                     Outcome::Done
                 }
             },
-            Outcome::Transmit(t) => {
-                self.flushing = Some(DcId(i));
-                Outcome::Transmit(t)
-            }
             other => other,
         };
         self.after_health_changes(now, false);
         outcome
     }
 
-    /// Datagrams to send: those a tunnel queued behind a completed handshake, then switch-over
-    /// recovery once the new path is ready. Call until `None` after every
-    /// [`Engine::handle_datagram`].
-    pub fn poll_transmit<'o>(&mut self, out: &'o mut [u8]) -> Option<Transmit<'o>> {
-        if let Some(dc) = self.flushing {
-            if let Some(tunnel) = self.dcs.get_mut(dc.0).map(|d| &mut d.tunnel) {
-                if tunnel.has_queued() {
-                    return tunnel.poll_transmit(out);
-                }
+    /// Adds to `batch` the datagrams due now, in order: timer and probe datagrams from
+    /// [`Engine::handle_timeout`], those a tunnel queued behind a completed handshake, then
+    /// switch-over recovery once the new path is ready (or its wait is over at `now`). Call it
+    /// after every `handle_*`, and again after sending, until it adds nothing: a full batch
+    /// leaves the rest for the next call. `batch`'s slots must hold any datagram
+    /// ([`Batch::for_datagrams`]); smaller ones lose what does not fit, counted.
+    pub fn poll_transmit(&mut self, now: Instant, batch: &mut Batch) {
+        self.outbox.drain_into(batch);
+        for dc in &mut self.dcs {
+            while dc.tunnel.has_queued() && !batch.is_full() {
+                batch.fill(|slot| {
+                    dc.tunnel
+                        .poll_transmit(slot)
+                        .map(|t| (t.to, t.datagram.len()))
+                });
             }
-            self.flushing = None;
         }
-        self.poll_recovery(out)
-    }
-
-    /// The next recovery datagram on the active tunnel, when recovery is ready.
-    fn poll_recovery<'o>(&mut self, out: &'o mut [u8]) -> Option<Transmit<'o>> {
-        let r = self.recovery?;
+        let Some(r) = self.recovery.as_mut() else {
+            return;
+        };
+        r.ready |= now >= r.deadline;
         if !r.ready {
-            return None;
+            return;
         }
-        if r.dc != self.selector.active() || !self.keeper.poll_recovery(&mut self.recovery_buf) {
-            self.recovery = None;
-            return None;
-        }
-        match self
-            .dcs
-            .get_mut(r.dc)?
-            .tunnel
-            .encapsulate(&self.recovery_buf, out)
-        {
-            Outcome::Transmit(t) => Some(t),
-            _ => None,
+        let r = *r;
+        while !batch.is_full() {
+            if r.dc != self.selector.active() || !self.keeper.poll_recovery(&mut self.recovery_buf)
+            {
+                self.recovery = None;
+                return;
+            }
+            let Some(dc) = self.dcs.get_mut(r.dc) else {
+                self.recovery = None;
+                return;
+            };
+            let packet = &self.recovery_buf;
+            batch.fill(|slot| match dc.tunnel.encapsulate(packet, slot) {
+                Outcome::Transmit(t) => Some((t.to, t.datagram.len())),
+                _ => None,
+            });
         }
     }
 
@@ -553,16 +579,16 @@ impl Engine {
     }
 
     /// Runs every due timer: tunnels (handshakes, keepalives, rekeys), probes, health and
-    /// selection; hands each datagram to `send`. The first call starts every handshake.
-    pub fn handle_timeout(
-        &mut self,
-        now: Instant,
-        out: &mut [u8],
-        mut send: impl FnMut(Transmit<'_>),
-    ) {
+    /// selection. What they send waits for [`Engine::poll_transmit`]. The first call starts
+    /// every handshake.
+    pub fn handle_timeout(&mut self, now: Instant) {
         for (i, dc) in self.dcs.iter_mut().enumerate() {
             if dc.tunnel.poll_timeout().is_none_or(|t| now >= t) {
-                dc.tunnel.tick(now, out, &mut send);
+                if let Outcome::Transmit(t) = dc.tunnel.handle_timeout(now, &mut self.scratch) {
+                    if !self.outbox.push(t.to, t.datagram) {
+                        self.underlay_drops.add(DropReason::BufferTooSmall);
+                    }
+                }
             }
             let established = dc.tunnel.is_established();
             if established != dc.established {
@@ -578,23 +604,15 @@ impl Engine {
         }
         self.after_health_changes(now, true);
         for i in 0..self.dcs.len() {
-            self.send_probes(i, now, out, &mut send);
+            self.send_probes(i, now);
         }
         if let Some(r) = self.recovery.as_mut() {
             r.ready |= now >= r.deadline;
         }
-        while let Some(t) = self.poll_recovery(out) {
-            send(t);
-        }
     }
 
-    fn send_probes(
-        &mut self,
-        i: usize,
-        now: Instant,
-        out: &mut [u8],
-        send: &mut impl FnMut(Transmit<'_>),
-    ) {
+    /// Queues the probes `dc` owes now.
+    fn send_probes(&mut self, i: usize, now: Instant) {
         let Some(dc) = self.dcs.get_mut(i) else {
             return;
         };
@@ -605,8 +623,11 @@ impl Engine {
                 }
             }
             probe::packet::probe_request(dc.probe_source, dc.probe, &msg, &mut self.probe_buf);
-            if let Outcome::Transmit(t) = dc.tunnel.encapsulate(&self.probe_buf, out) {
-                send(t);
+            if let Outcome::Transmit(t) = dc.tunnel.encapsulate(&self.probe_buf, &mut self.scratch)
+            {
+                if !self.outbox.push(t.to, t.datagram) {
+                    self.underlay_drops.add(DropReason::BufferTooSmall);
+                }
             }
         }
     }
@@ -636,6 +657,17 @@ impl Engine {
         }
         if !changed && !on_timer {
             return;
+        }
+        if self.all_down() != self.all_down {
+            self.all_down = !self.all_down;
+            push_event(
+                &mut self.events,
+                if self.all_down {
+                    Event::AllDown
+                } else {
+                    Event::AnyUp
+                },
+            );
         }
         let views: Vec<PathView> = self
             .dcs
@@ -872,7 +904,6 @@ impl Engine {
         }
         self.recovery = None;
         self.awaiting_data = None;
-        self.flushing = None;
         self.keeper.reconfigure(&config.keeper);
         self.after_health_changes(now, true);
         Ok(report)
