@@ -17,12 +17,14 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tunnel::{Outcome, PeerConfig, PeerId};
 
-use crate::config::GatewayConfig;
-use crate::control::{self, Command};
-use crate::metrics::{self, Exposition};
-use crate::notify::Notifier;
+use crate::net;
 use crate::takeover::Takeover;
-use crate::{clock, drops_json, net, privileges, Shutdown, SignalRequest, BUFFER_LEN};
+use runtime::config::GatewayConfig;
+use runtime::control::{self, Command};
+use runtime::metrics::{self, Exposition};
+use runtime::notify::Notifier;
+use runtime::underlay;
+use runtime::{clock, drops_json, privileges, Shutdown, SignalRequest, BUFFER_LEN};
 
 /// Announcements are repeated after a claim, in case one is lost on the segment.
 const REANNOUNCE: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
@@ -53,7 +55,7 @@ fn engine_clients(config: &GatewayConfig) -> Vec<GatewayClient> {
 
 /// The addresses the gateway claims for a client: only single addresses (a client's wider
 /// prefixes are routed by the operator).
-fn claim_addresses(c: &crate::config::GatewayClient) -> Vec<IpAddr> {
+fn claim_addresses(c: &runtime::config::GatewayClient) -> Vec<IpAddr> {
     c.allowed_ips
         .prefixes()
         .iter()
@@ -156,7 +158,7 @@ pub async fn run(
     let tun = net::create_tun(&config.interface, config.mtu)?;
     net::configure_interface(&config.interface, config.mtu, &config.address_hosts, &[]).await?;
     let mut takeover = Takeover::new(&config.interface, &config.inside_interface).await?;
-    let socket = net::underlay_socket(config.listen_port)?;
+    let socket = underlay::underlay_socket(config.listen_port)?;
     let dual_stack = socket.local_addr().is_ok_and(|a| a.is_ipv6());
     let mut gateway = Gateway::new(EngineGatewayConfig {
         private_key: config.private_key.clone(),
@@ -219,7 +221,7 @@ pub async fn run(
         }
         for (to, datagram) in timer_sends.drain(..) {
             if socket
-                .send_to(&datagram, net::for_socket(to, dual_stack))
+                .send_to(&datagram, underlay::for_socket(to, dual_stack))
                 .await
                 .is_err()
             {
@@ -261,7 +263,7 @@ pub async fn run(
                 };
                 let Some(packet) = tun_buf.get(..n) else { continue };
                 if let Some(t) = gateway.handle_inside_packet(packet, &mut out) {
-                    if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
+                    if socket.send_to(t.datagram, underlay::for_socket(t.to, dual_stack)).await.is_err() {
                         counters.send_errors += 1;
                     }
                 }
@@ -271,7 +273,7 @@ pub async fn run(
                 counters.datagrams += 1;
                 let now = clock::now();
                 let Some(datagram) = udp_buf.get(..n) else { continue };
-                match gateway.handle_datagram(now, net::canonical(from), datagram, &mut out) {
+                match gateway.handle_datagram(now, underlay::canonical(from), datagram, &mut out) {
                     Outcome::Deliver(packet) => {
                         if tun.send(packet).await.is_err() {
                             counters.send_errors += 1;
@@ -282,11 +284,11 @@ pub async fn run(
                         // client takes the answer to mean the return path is in place.
                         let (to, reply) = (t.to, t.datagram.to_vec());
                         carry_out_all(&mut gateway, &claimable, &names, &mut takeover, &mut reannounce, &mut counters).await;
-                        if socket.send_to(&reply, net::for_socket(to, dual_stack)).await.is_err() {
+                        if socket.send_to(&reply, underlay::for_socket(to, dual_stack)).await.is_err() {
                             counters.send_errors += 1;
                         }
                         while let Some(t) = gateway.poll_transmit(&mut out) {
-                            if socket.send_to(t.datagram, net::for_socket(t.to, dual_stack)).await.is_err() {
+                            if socket.send_to(t.datagram, underlay::for_socket(t.to, dual_stack)).await.is_err() {
                                 counters.send_errors += 1;
                             }
                         }

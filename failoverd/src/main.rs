@@ -7,7 +7,8 @@ use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use failoverd::{client, config, gateway, Shutdown};
+use failoverd::{client, gateway};
+use runtime::{config, Shutdown};
 use tunnel::PrivateKey;
 use zeroize::Zeroizing;
 
@@ -95,7 +96,7 @@ fn run_daemon(command: &str, path: PathBuf) -> anyhow::Result<()> {
         println!("{}: ok", path.display());
         return Ok(());
     }
-    failoverd::init_logging();
+    runtime::init_logging();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

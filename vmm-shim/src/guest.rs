@@ -14,9 +14,9 @@
 //!
 //! Calling contract, on top of the engine's (see [`engine`]):
 //! - [`GuestNet::handle_guest_frame`] for every frame from the guest;
-//! - [`GuestNet::handle_datagram`] for every underlay datagram, then drain
-//!   [`GuestNet::poll_transmit`];
+//! - [`GuestNet::handle_datagram`] for every underlay datagram;
 //! - [`GuestNet::handle_timeout`] no later than [`GuestNet::poll_timeout`];
+//! - [`GuestNet::poll_transmit`] after any of them, until it adds nothing;
 //! - [`GuestNet::poll_guest_frame`] after any of them, until `None`;
 //! - [`GuestNet::link_reset`] when the guest's link goes down and up (a new connection).
 
@@ -588,7 +588,7 @@ impl GuestNet {
         packet: &mut [u8],
         out: &'o mut [u8],
     ) -> Action<'o> {
-        match self.engine.handle_local_packet(now, packet, out) {
+        match self.engine.handle_local(now, packet, out) {
             Ok(Some(t)) => {
                 self.stats.to_engine += 1;
                 Action::ToUnderlay(t)
@@ -657,9 +657,9 @@ impl GuestNet {
         }
     }
 
-    /// Datagrams queued in the engine; call until `None` after [`GuestNet::handle_datagram`].
-    pub fn poll_transmit<'o>(&mut self, out: &'o mut [u8]) -> Option<Transmit<'o>> {
-        self.engine.poll_transmit(out)
+    /// The engine's datagrams due now (see [`Engine::poll_transmit`]).
+    pub fn poll_transmit(&mut self, now: Instant, batch: &mut engine::Batch) {
+        self.engine.poll_transmit(now, batch)
     }
 
     /// When [`GuestNet::handle_timeout`] must be called next.
@@ -670,10 +670,10 @@ impl GuestNet {
         self.engine.poll_timeout().into_iter().chain(ra).min()
     }
 
-    /// Runs the engine's timers (datagrams go to `send`) and queues the periodic router
-    /// advertisement (drain [`GuestNet::poll_guest_frame`]).
-    pub fn handle_timeout(&mut self, now: Instant, out: &mut [u8], send: impl FnMut(Transmit<'_>)) {
-        self.engine.handle_timeout(now, out, send);
+    /// Runs the engine's timers (their datagrams wait for [`GuestNet::poll_transmit`]) and
+    /// queues the periodic router advertisement (drain [`GuestNet::poll_guest_frame`]).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.engine.handle_timeout(now);
         let (Some(_), Some(due), true) = (self.guest_mac, self.next_ra, self.config.ipv6) else {
             return;
         };

@@ -1,29 +1,29 @@
 //! `vmm-shim`: the backend of a guest's NIC that keeps the guest's TCP connections alive across a
 //! datacenter failure.
 //!
-//! One IO loop (tokio, one thread) owns [`GuestNet`] — and through it the same engine
-//! `failoverd` drives —, the underlay UDP socket and the control socket; it reads the clock
-//! once per wake-up. The guest's frames reach it through one of two front ends
-//! ([`frontend`]): QEMU's `-netdev stream` socket, or a vhost-user-net backend whose virtqueue
-//! worker runs on its own thread and hands frames over through bounded queues.
+//! The guest's link is a [`LocalLink`] of the one client loop ([`runtime::drive`]) that
+//! `failoverd` runs with its TUN: the same engine, underlay, timers, control socket and
+//! roaming, with [`GuestNet`] — and through it the engine — between the guest's frames and the
+//! tunnels. The frames reach it through one of two front ends ([`frontend`]): QEMU's
+//! `-netdev stream` socket, or a vhost-user-net backend whose virtqueue worker runs on its own
+//! thread and hands frames over through bounded queues.
 
 mod frontend;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::Context as _;
-use engine::Engine;
-use failoverd::client::{self, SwitchLog};
-use failoverd::config::ShimConfig;
-use failoverd::control::{self, Command};
-use failoverd::net::Underlay;
-use failoverd::notify::Notifier;
-use failoverd::roaming::Roaming;
-use failoverd::{clock, Shutdown, SignalRequest, BUFFER_LEN};
+use engine::{Batch, Engine};
+use runtime::client;
+use runtime::config::{ClientConfig, ShimConfig};
+use runtime::control;
+use runtime::drive::{self, Flow, LocalLink, Node, Transmitter};
+use runtime::{clock, Shutdown};
 use serde_json::json;
 use sessionkeeper::StableAddresses;
-use tokio::sync::mpsc;
 use vmm_shim::guest::OUT_LEN;
 use vmm_shim::wire::Mac;
 use vmm_shim::{Action, GuestConfig, GuestNet};
@@ -119,8 +119,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(path: PathBuf, config: ShimConfig, frontend: Frontend) -> anyhow::Result<()> {
-    failoverd::init_logging();
-    failoverd::privileges::set_non_dumpable()?;
+    runtime::init_logging();
+    runtime::privileges::set_non_dumpable()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -131,7 +131,18 @@ fn serve(path: PathBuf, config: ShimConfig, frontend: Frontend) -> anyhow::Resul
             Frontend::StreamListen(path) => frontend::stream_listen(path)?,
             Frontend::VhostUser(path) => frontend::vhost_user(path, config.guest.mac)?,
         };
-        run(path, config, rx, tx, shutdown).await
+        let mut engine_config = client::engine_config(&config.client);
+        engine_config.keeper.local = StableAddresses::default();
+        let engine = Engine::new(engine_config, clock::now()).context("building the engine")?;
+        let net = NetNode(GuestNet::new(guest_config(&config), engine, clock::now()));
+        let link = GuestLink {
+            rx,
+            tx,
+            path,
+            out: vec![0u8; OUT_LEN],
+        };
+        // the host's network changes are the shim's too (it shares the host's uplink)
+        drive::drive(net, link, config.client, 0, shutdown).await
     })
 }
 
@@ -149,240 +160,196 @@ fn guest_config(config: &ShimConfig) -> GuestConfig {
     }
 }
 
-/// The IO loop: the guest link, the underlay, timers, the control socket.
-async fn run(
+/// The guest's link and the engine behind it, as the loop's node.
+struct NetNode(GuestNet);
+
+impl Node for NetNode {
+    fn engine(&self) -> &Engine {
+        self.0.engine()
+    }
+    fn engine_mut(&mut self) -> &mut Engine {
+        self.0.engine_mut()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.0.handle_timeout(now)
+    }
+    fn poll_transmit(&mut self, now: Instant, batch: &mut Batch) {
+        self.0.poll_transmit(now, batch)
+    }
+}
+
+/// The guest's NIC, through one of the front ends, as the client's local side.
+struct GuestLink {
+    rx: Receiver,
+    tx: Output,
+    /// the configuration file, read again on reload
     path: PathBuf,
-    mut config: ShimConfig,
-    mut rx: Receiver,
-    mut tx: Output,
-    mut shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    let mut underlay = Underlay::bind(0)?;
-    let mut engine_config = client::engine_config(&config.client);
-    engine_config.keeper.local = StableAddresses::default();
-    let engine = Engine::new(engine_config, clock::now()).context("building the engine")?;
-    let mut net = GuestNet::new(guest_config(&config), engine, clock::now());
-    let (control_tx, mut control_rx) = mpsc::channel(16);
-    let _control = control::serve(
-        &config.client.control_socket,
-        client::access(&config.client),
-        control_tx.clone(),
-    )?;
-    if let Some(addr) = config.client.operations.metrics_listen {
-        failoverd::metrics::serve(addr, control_tx).await?;
+    /// frames and datagrams [`GuestNet`] writes
+    out: Vec<u8>,
+}
+
+/// What woke the guest's link.
+enum GuestInput {
+    /// the receiving half produced something
+    Input(Input),
+    /// the guest's backlog can be written again
+    Writable,
+}
+
+impl GuestLink {
+    async fn on_guest_frame(
+        net: &mut GuestNet,
+        now: Instant,
+        frame: &mut [u8],
+        out: &mut [u8],
+        guest: &mut Output,
+        tx: &mut Transmitter,
+    ) {
+        match net.handle_guest_frame(now, frame, out) {
+            Action::ToGuest(reply) => guest.send_frame(reply),
+            Action::ToUnderlay(t) => tx.send(t.to, t.datagram).await,
+            Action::None => {}
+        }
     }
-    client::drop_privileges(&config.client)?;
-    let mut notifier = Notifier::from_env(clock::now());
-    tracing::info!(
-        guest = %config.guest.address,
-        frontend = rx.describe(),
-        datacenters = config.client.datacenters.len(),
-        control = %config.client.control_socket.display(),
-        "vmm-shim ready"
-    );
-    let mut udp_buf = vec![0u8; BUFFER_LEN];
-    let mut out = vec![0u8; OUT_LEN];
-    let mut switches = SwitchLog::default();
-    run_timers(&mut net, &mut underlay, &mut out).await;
-    notifier.ready(&client::status_line(net.engine()));
-    // the host's network changes are the shim's too (it shares the host's uplink)
-    let changes = failoverd::netwatch::watch(0).ok();
-    let mut roaming = Roaming::new(&config.client, changes, clock::now());
-    loop {
-        let dns_due = roaming.before_sleep(clock::now());
-        let deadline = net
-            .poll_timeout()
-            .into_iter()
-            .chain(notifier.next_watchdog())
-            .chain(dns_due)
-            .min()
-            .unwrap_or_else(|| clock::now() + clock::IDLE_WAKE);
-        roaming.plan(deadline);
+}
+
+impl LocalLink for GuestLink {
+    type Node = NetNode;
+    type Input = GuestInput;
+
+    fn describe(&self) -> String {
+        format!("vmm-shim ({})", self.rx.describe())
+    }
+
+    async fn recv(&mut self) -> GuestInput {
+        let has_pending = self.tx.has_pending();
         tokio::select! {
-            input = rx.input() => {
-                roaming.woke(net.engine_mut(), clock::now());
-                match input {
-                    Input::Bytes(n) => {
-                        let mut frames = rx.decode(n);
-                        while let Some(frame) = frames.next_frame() {
-                            on_guest_frame(&mut net, frame, &mut tx, &mut underlay, &mut out).await;
-                        }
-                        if frames.desynced() {
-                            tracing::warn!("the guest stream is out of step; dropping the connection");
-                            rx.desync();
-                            tx.detach();
-                        }
-                    }
-                    Input::Frame(mut frame) => {
-                        on_guest_frame(&mut net, &mut frame, &mut tx, &mut underlay, &mut out).await;
-                    }
-                    Input::Connected(writer) => {
-                        tracing::info!("guest link up");
-                        tx.attach(writer);
-                        net.link_reset(clock::now());
-                    }
-                    Input::Disconnected => {
-                        tracing::warn!("guest link down");
-                        tx.detach();
-                    }
-                    Input::Closed => {
-                        tracing::info!("the VMM closed the guest link; exiting");
-                        return Ok(());
-                    }
-                }
-            }
-            () = tx.writable(), if tx.has_pending() => tx.flush(),
-            read = underlay.recv_from(&mut udp_buf) => {
-                roaming.woke(net.engine_mut(), clock::now());
-                let Ok((n, from)) = read else { continue };
-                let Some(datagram) = udp_buf.get(..n) else { continue };
-                match net.handle_datagram(clock::now(), from, datagram, &mut out) {
-                    Action::ToGuest(frame) => tx.send_frame(frame),
-                    Action::ToUnderlay(t) => underlay.send(t.to, t.datagram).await,
-                    Action::None => {}
-                }
-                while let Some(t) = net.poll_transmit(&mut out) {
-                    underlay.send(t.to, t.datagram).await;
-                }
-            }
-            () = clock::sleep_until(deadline) => {
-                roaming.woke(net.engine_mut(), clock::now());
-                run_timers(&mut net, &mut underlay, &mut out).await;
-            }
-            event = roaming.next() => {
-                roaming.woke(net.engine_mut(), clock::now());
-                roaming.handle(net.engine_mut(), event);
-            }
-            Some(request) = control_rx.recv() => {
-                let answer = match &request.command {
-                    Command::Status => status(&net, &rx, &tx, &underlay, &switches),
-                    Command::Reload => {
-                        let answer = reload(&path, &mut net, &mut config);
-                        if control::is_ok(&answer) {
-                            roaming = roaming.reconfigured(&config.client, clock::now());
-                        }
-                        answer
-                    }
-                    Command::Metrics => serde_json::json!({"v": 1, "ok": true,
-                        "text": client::metrics(net.engine(), &switches, underlay.send_errors()).render()}),
-                    other => client::operate(net.engine_mut(), other, &switches),
-                };
-                let _ = request.reply.send(answer);
-            }
-            signal = shutdown.next() => match signal {
-                SignalRequest::Stop => {
-                    tracing::info!("shutting down");
-                    notifier.stopping();
-                    rx.shutdown();
-                    return Ok(());
-                }
-                SignalRequest::Reload => {
-                    if control::is_ok(&reload(&path, &mut net, &mut config)) {
-                        roaming = roaming.reconfigured(&config.client, clock::now());
-                    }
-                }
-            }
-        }
-        while let Some(frame) = net.poll_guest_frame() {
-            tx.send_frame(&frame);
-        }
-        if tx.has_pending() {
-            tx.flush();
-        }
-        let mut changed = false;
-        while let Some(event) = net.engine_mut().poll_event() {
-            roaming.on_event(net.engine(), &event);
-            switches.record(net.engine(), &event);
-            changed = true;
-        }
-        notifier.kick(clock::now());
-        if changed && notifier.enabled() {
-            notifier.status(&client::status_line(net.engine()));
+            input = self.rx.input() => GuestInput::Input(input),
+            () = self.tx.writable(), if has_pending => GuestInput::Writable,
         }
     }
-}
 
-/// Re-reads the shim's configuration and applies what can change at run time: everything the
-/// client's reload applies; the guest section and the client's TUN-free keys need a restart.
-fn reload(
-    path: &std::path::Path,
-    net: &mut GuestNet,
-    running: &mut ShimConfig,
-) -> serde_json::Value {
-    match ShimConfig::load(path) {
-        Ok(new) if guest_config(&new) != *net.config() => control::error(
-            "the [guest] section changed: restart vmm-shim to apply it; the running configuration stays",
-        ),
-        Ok(new) => {
-            // the shim's local addresses are the guest's, not the file's
-            let keep_local = net.engine().local_addresses();
-            let answer = client::apply_reload(
-                net.engine_mut(),
-                &mut running.client,
-                new.client,
-                client::restart_needed,
-            );
-            net.engine_mut().set_local_addresses(keep_local);
-            answer
+    async fn handle(
+        &mut self,
+        now: Instant,
+        node: &mut NetNode,
+        input: GuestInput,
+        tx: &mut Transmitter,
+    ) -> anyhow::Result<Flow> {
+        let net = &mut node.0;
+        match input {
+            GuestInput::Writable => self.tx.flush(),
+            GuestInput::Input(Input::Bytes(n)) => {
+                let mut frames = self.rx.decode(n);
+                while let Some(frame) = frames.next_frame() {
+                    Self::on_guest_frame(net, now, frame, &mut self.out, &mut self.tx, tx).await;
+                }
+                if frames.desynced() {
+                    tracing::warn!("the guest stream is out of step; dropping the connection");
+                    self.rx.desync();
+                    self.tx.detach();
+                }
+            }
+            GuestInput::Input(Input::Frame(mut frame)) => {
+                Self::on_guest_frame(net, now, &mut frame, &mut self.out, &mut self.tx, tx).await;
+            }
+            GuestInput::Input(Input::Connected(writer)) => {
+                tracing::info!("guest link up");
+                self.tx.attach(writer);
+                net.link_reset(now);
+            }
+            GuestInput::Input(Input::Disconnected) => {
+                tracing::warn!("guest link down");
+                self.tx.detach();
+            }
+            GuestInput::Input(Input::Closed) => {
+                tracing::info!("the VMM closed the guest link; exiting");
+                return Ok(Flow::Exit);
+            }
         }
-        Err(e) => control::error(&format!("{e}\n(the running configuration stays)")),
+        Ok(Flow::Continue)
     }
-}
 
-async fn on_guest_frame(
-    net: &mut GuestNet,
-    frame: &mut [u8],
-    tx: &mut Output,
-    underlay: &mut Underlay,
-    out: &mut [u8],
-) {
-    match net.handle_guest_frame(clock::now(), frame, out) {
-        Action::ToGuest(reply) => tx.send_frame(reply),
-        Action::ToUnderlay(t) => underlay.send(t.to, t.datagram).await,
-        Action::None => {}
+    async fn handle_datagram(
+        &mut self,
+        now: Instant,
+        node: &mut NetNode,
+        from: SocketAddr,
+        datagram: &[u8],
+        tx: &mut Transmitter,
+    ) {
+        match node.0.handle_datagram(now, from, datagram, &mut self.out) {
+            Action::ToGuest(frame) => self.tx.send_frame(frame),
+            Action::ToUnderlay(t) => tx.send(t.to, t.datagram).await,
+            Action::None => {}
+        }
     }
-}
 
-async fn run_timers(net: &mut GuestNet, underlay: &mut Underlay, out: &mut [u8]) {
-    let mut sends = Vec::new();
-    net.handle_timeout(clock::now(), out, |t| {
-        sends.push((t.to, t.datagram.to_vec()))
-    });
-    for (to, datagram) in sends {
-        underlay.send(to, &datagram).await;
+    async fn after_pass(&mut self, node: &mut NetNode) {
+        while let Some(frame) = node.0.poll_guest_frame() {
+            self.tx.send_frame(&frame);
+        }
+        if self.tx.has_pending() {
+            self.tx.flush();
+        }
     }
-}
 
-fn status(
-    net: &GuestNet,
-    rx: &Receiver,
-    tx: &Output,
-    underlay: &Underlay,
-    switches: &SwitchLog,
-) -> serde_json::Value {
-    let mut answer = client::status(net.engine(), underlay.send_errors(), switches);
-    let s = net.stats();
-    let drops: serde_json::Map<String, serde_json::Value> = s
-        .drops
-        .nonzero()
-        .map(|(k, v)| (k.to_owned(), v.into()))
-        .collect();
-    answer.insert("mode".into(), "vmm-shim".into());
-    answer.insert(
-        "guest".into(),
-        json!({
-            "mac": net.guest_mac().map(|m| m.to_string()),
-            "addresses": net.guest_addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            "rx_frames": s.rx_frames,
-            "tx_frames": s.tx_frames,
-            "to_engine": s.to_engine,
-            "arp_replies": s.arp_replies,
-            "dhcp_replies": s.dhcp_replies,
-            "router_advertisements": s.router_advertisements,
-            "neighbor_advertisements": s.neighbor_advertisements,
-            "drops": drops,
-            "link": {"receive": rx.status(), "send": tx.status()},
-        }),
-    );
-    serde_json::Value::Object(answer)
+    fn status(&self, node: &NetNode, answer: &mut serde_json::Map<String, serde_json::Value>) {
+        let net = &node.0;
+        let s = net.stats();
+        let drops: serde_json::Map<String, serde_json::Value> = s
+            .drops
+            .nonzero()
+            .map(|(k, v)| (k.to_owned(), v.into()))
+            .collect();
+        answer.insert("mode".into(), "vmm-shim".into());
+        answer.insert(
+            "guest".into(),
+            json!({
+                "mac": net.guest_mac().map(|m| m.to_string()),
+                "addresses": net.guest_addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "rx_frames": s.rx_frames,
+                "tx_frames": s.tx_frames,
+                "to_engine": s.to_engine,
+                "arp_replies": s.arp_replies,
+                "dhcp_replies": s.dhcp_replies,
+                "router_advertisements": s.router_advertisements,
+                "neighbor_advertisements": s.neighbor_advertisements,
+                "drops": drops,
+                "link": {"receive": self.rx.status(), "send": self.tx.status()},
+            }),
+        );
+    }
+
+    /// Re-reads the shim's configuration and applies what can change at run time: everything
+    /// the client's reload applies; the guest section and the client's TUN-free keys need a
+    /// restart.
+    fn reload(&mut self, node: &mut NetNode, running: &mut ClientConfig) -> serde_json::Value {
+        let net = &mut node.0;
+        match ShimConfig::load(&self.path) {
+            Ok(new) if guest_config(&new) != *net.config() => control::error(
+                "the [guest] section changed: restart vmm-shim to apply it; the running configuration stays",
+            ),
+            Ok(new) => {
+                // the shim's local addresses are the guest's, not the file's
+                let keep_local = net.engine().local_addresses();
+                let answer = client::apply_reload(
+                    net.engine_mut(),
+                    running,
+                    new.client,
+                    client::restart_needed,
+                );
+                net.engine_mut().set_local_addresses(keep_local);
+                answer
+            }
+            Err(e) => control::error(&format!("{e}\n(the running configuration stays)")),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        self.rx.shutdown();
+    }
 }

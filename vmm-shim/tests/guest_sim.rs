@@ -1018,6 +1018,7 @@ struct Sim {
     /// frames the guest received from the underlay side and the shim's timers
     to_guest: Vec<Vec<u8>>,
     out: Vec<u8>,
+    batch: engine::Batch,
     out2: Vec<u8>,
 }
 
@@ -1040,6 +1041,7 @@ impl Sim {
             inside: Vec::new(),
             to_guest: Vec::new(),
             out: vec![0; OUT_LEN],
+            batch: engine::Batch::for_datagrams(4),
             out2: vec![0; OUT_LEN],
         }
     }
@@ -1133,13 +1135,8 @@ impl Sim {
                 self.deliver(f);
             }
             if self.guest.poll_timeout().is_some_and(|t| t <= self.now) {
-                let mut sends = Vec::new();
-                self.guest.handle_timeout(self.now, &mut self.out, |t| {
-                    sends.push((t.to, t.datagram.to_vec()))
-                });
-                for (to, d) in sends {
-                    self.send_up(to, d);
-                }
+                self.guest.handle_timeout(self.now);
+                self.guest_transmits();
             }
             for i in 0..self.gateways.len() {
                 if self.gateways[i]
@@ -1165,25 +1162,41 @@ impl Sim {
         self.now = end;
     }
 
+    /// Sends everything the shim's `poll_transmit` hands out, batch after batch.
+    fn guest_transmits(&mut self) {
+        loop {
+            self.guest.poll_transmit(self.now, &mut self.batch);
+            if self.batch.is_empty() {
+                return;
+            }
+            let sends: Vec<(SocketAddr, Vec<u8>)> = self
+                .batch
+                .iter()
+                .map(|t| (t.to, t.datagram.to_vec()))
+                .collect();
+            self.batch.clear();
+            for (to, d) in sends {
+                self.send_up(to, d);
+            }
+        }
+    }
+
     fn deliver(&mut self, f: InFlight) {
         let now = self.now;
         if f.to_client {
             let from = self.gateways[f.dc].0;
-            let mut replies = Vec::new();
             match self
                 .guest
                 .handle_datagram(now, from, &f.bytes, &mut self.out)
             {
                 Action::ToGuest(frame) => self.to_guest.push(frame.to_vec()),
-                Action::ToUnderlay(t) => replies.push((t.to, t.datagram.to_vec())),
+                Action::ToUnderlay(t) => {
+                    let (to, reply) = (t.to, t.datagram.to_vec());
+                    self.send_up(to, reply);
+                }
                 Action::None => {}
             }
-            while let Some(t) = self.guest.poll_transmit(&mut self.out) {
-                replies.push((t.to, t.datagram.to_vec()));
-            }
-            for (to, r) in replies {
-                self.send_up(to, r);
-            }
+            self.guest_transmits();
         } else {
             let mut replies = Vec::new();
             let gw = &mut self.gateways[f.dc].1;
@@ -1675,12 +1688,11 @@ fn undrained_router_advertisements_are_bounded() {
         },
         t0,
     );
-    let mut out = vec![0u8; OUT_LEN];
     // a front end that never drains: one RA per interval, at most 16 of them kept
     for k in 0..20u32 {
         let now = t0 + Duration::from_secs(600) * k;
         assert!(guest.poll_timeout().unwrap() <= now);
-        guest.handle_timeout(now, &mut out, |_| {});
+        guest.handle_timeout(now);
     }
     let s = guest.stats().clone();
     assert_eq!(s.router_advertisements, 16);
@@ -1694,7 +1706,7 @@ fn undrained_router_advertisements_are_bounded() {
     assert_eq!(guest.stats().tx_frames, 16);
     // a link reset drops what is queued
     let now = t0 + Duration::from_secs(600) * 20;
-    guest.handle_timeout(now, &mut out, |_| {});
+    guest.handle_timeout(now);
     guest.link_reset(now);
     assert_eq!(guest.poll_guest_frame(), None);
 }

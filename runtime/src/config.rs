@@ -890,6 +890,17 @@ impl ShimConfig {
             .control_socket
             .or_else(|| Some(PathBuf::from("/run/failoverd/vmm-shim.sock")));
         let client = ClientConfig::from_raw(&ctx, raw_client, &raw.datacenter)?;
+        if client.fail_mode == FailMode::Open {
+            // The guest's packets have no way out but the tunnels: the shim is its only
+            // router, so with every datacenter down they are dropped (fail closed) whatever
+            // the file says. Saying "open" would promise a leak the shim cannot make.
+            return Err(ctx.err(
+                "client.fail_mode",
+                "\"open\" is not available in vmm-shim: the guest has no uplink of its own, so \
+                 its traffic is always dropped while every datacenter is down",
+                "remove the key or write fail_mode = \"closed\"",
+            ));
+        }
         let g = raw.guest;
         let fix = "write the guest's address with its prefix, e.g. 10.200.0.2/24";
         let (a, l) = g

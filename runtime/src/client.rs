@@ -1,0 +1,627 @@
+//! What both client front ends (`failoverd` with its TUN, `vmm-shim` below a guest) share
+//! above the engine: the engine's configuration from a client file, reloads, privileges, the
+//! control answers (`status`, `tunnels`, `flows`, `events`, steering) and the metrics, and the
+//! switch log. The loop that uses them is [`crate::drive`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+
+use anyhow::Context as _;
+use engine::{DatacenterConfig, Engine, EngineConfig, Event};
+use probe::packet::ProbeTarget;
+use probe::PathHealth;
+use rand_core::RngCore as _;
+use serde_json::json;
+use sessionkeeper::{KeeperConfig, StableAddresses};
+use tunnel::{EndpointPolicy, TunnelConfig};
+
+use crate::config::{ClientConfig, Endpoint, ProbeKind};
+use crate::control::{self, Command};
+use crate::metrics::Exposition;
+use crate::{clock, drops_json, privileges};
+
+/// The engine's configuration from a client configuration file: every datacenter's tunnel and
+/// probe target (probe ids and nonces drawn here: the engine has no randomness), the session
+/// keeper with the file's local addresses.
+pub fn engine_config(config: &ClientConfig) -> EngineConfig {
+    let datacenters = config
+        .datacenters
+        .iter()
+        .enumerate()
+        .map(|(i, d)| DatacenterConfig {
+            probe: match d.probe {
+                ProbeKind::Gateway => ProbeTarget::Gateway(d.probe_address),
+                ProbeKind::Icmp => ProbeTarget::Icmp {
+                    addr: d.probe_address,
+                    id: (rand_core::OsRng.next_u32() & 0xffff) as u16,
+                },
+            },
+            probe_nonce: rand_core::OsRng.next_u64(),
+            name: d.name.clone(),
+            tunnel: TunnelConfig {
+                private_key: config.private_key.clone(),
+                peer_public_key: d.public_key,
+                persistent_keepalive: (d.persistent_keepalive > 0)
+                    .then_some(d.persistent_keepalive),
+                index: i as u32,
+                allowed_ips: d.allowed_ips.clone(),
+                endpoint: match &d.endpoint {
+                    Endpoint::Addr(a) => EndpointPolicy::Fixed(*a),
+                    Endpoint::Name { .. } => EndpointPolicy::Controlled,
+                },
+                keep_established: true,
+            },
+        })
+        .collect();
+    let stable = StableAddresses {
+        v4: config.stable_v4,
+        v6: config.stable_v6,
+    };
+    let mut keeper = KeeperConfig::new(stable, config.mtu());
+    keeper.local = StableAddresses {
+        v4: config.local_v4,
+        v6: config.local_v6,
+    };
+    keeper.max_flows = config.flow_table_size;
+    keeper.recovery = config.switch_recovery;
+    EngineConfig {
+        stable,
+        datacenters,
+        probe: config.probe.clone(),
+        policy: config.policy,
+        keeper,
+    }
+}
+
+/// Why a reloaded configuration cannot be applied without a restart, if it cannot.
+pub fn restart_needed(old: &ClientConfig, new: &ClientConfig) -> Option<&'static str> {
+    if (old.stable_v4, old.stable_v6) != (new.stable_v4, new.stable_v6) {
+        Some("client.stable_address")
+    } else if old.interface != new.interface {
+        Some("client.interface")
+    } else if old.routes != new.routes {
+        Some("client.routes")
+    } else if old.control_socket != new.control_socket {
+        Some("client.control_socket")
+    } else if old.flow_table_size != new.flow_table_size {
+        Some("client.flow_table_size")
+    } else if old.mtu() != new.mtu() {
+        Some("the smallest datacenter mtu (the TUN's MTU)")
+    } else if old.operations != new.operations {
+        Some("client.control_group, client.metrics_listen or client.user")
+    } else if (old.local_v4, old.local_v6) != (new.local_v4, new.local_v6) {
+        Some("client.local_address (the TUN's address)")
+    } else if old.fail_mode != new.fail_mode {
+        Some("client.fail_mode")
+    } else {
+        None
+    }
+}
+
+/// Applies `new` to the running engine (see [`Engine::reconfigure`]) unless it needs a
+/// restart; on success `running` becomes `new`. Returns the control answer.
+pub fn apply_reload(
+    engine: &mut Engine,
+    running: &mut ClientConfig,
+    new: ClientConfig,
+    restart_only: impl Fn(&ClientConfig, &ClientConfig) -> Option<&'static str>,
+) -> serde_json::Value {
+    if let Some(what) = restart_only(running, &new) {
+        let e = format!(
+            "{what} changed: restart the daemon to apply it; the running configuration stays"
+        );
+        tracing::warn!("reload refused: {e}");
+        return control::error(&e);
+    }
+    match engine.reconfigure(engine_config(&new), clock::now()) {
+        Ok(r) => {
+            tracing::info!(
+                added = ?r.added,
+                removed = ?r.removed,
+                changed = ?r.changed,
+                unchanged = r.unchanged.len(),
+                "configuration reloaded"
+            );
+            *running = new;
+            json!({"v": 1, "ok": true, "added": r.added, "removed": r.removed,
+                   "changed": r.changed, "unchanged": r.unchanged})
+        }
+        Err(e) => {
+            tracing::warn!("reload refused: {e}");
+            control::error(&format!("{e}; the running configuration stays"))
+        }
+    }
+}
+
+/// Re-reads the client configuration at `path` and applies it.
+pub fn reload(path: &Path, engine: &mut Engine, running: &mut ClientConfig) -> serde_json::Value {
+    match ClientConfig::load(path) {
+        Ok(new) => apply_reload(engine, running, new, restart_needed),
+        Err(e) => {
+            tracing::warn!("reload refused: {e}");
+            control::error(&format!("{e}\n(the running configuration stays)"))
+        }
+    }
+}
+
+/// The control socket's access rules from the configuration.
+pub fn access(config: &ClientConfig) -> control::Access {
+    control::Access {
+        read_group: config
+            .operations
+            .control_group
+            .as_ref()
+            .map(|(_, gid)| *gid),
+    }
+}
+
+/// Becomes the configured user, keeping `CAP_NET_ADMIN` (a no-op without `user`).
+pub fn drop_privileges(config: &ClientConfig) -> anyhow::Result<()> {
+    if let Some((name, uid, gid)) = &config.operations.user {
+        privileges::drop_to(*uid, *gid, &[caps::Capability::CAP_NET_ADMIN])
+            .with_context(|| format!("becoming user {name}"))?;
+        tracing::info!(user = %name, "running as {name} with CAP_NET_ADMIN only");
+    }
+    Ok(())
+}
+
+/// One line for systemd's `STATUS=`: where traffic goes and how the tunnels are.
+pub fn status_line(engine: &Engine) -> String {
+    let tunnels: Vec<String> = engine
+        .status()
+        .iter()
+        .map(|d| {
+            let drained = if d.drained { ", drained" } else { "" };
+            format!("{} {}{drained}", d.name, d.health.label())
+        })
+        .collect();
+    format!(
+        "active {}; {}",
+        engine.name(engine.active()),
+        tunnels.join(", ")
+    )
+}
+
+/// The answer to an operator command other than status, reload and metrics.
+pub fn operate(engine: &mut Engine, command: &Command, switches: &SwitchLog) -> serde_json::Value {
+    let now = clock::now();
+    let find = |engine: &Engine, name: &str| {
+        engine
+            .find(name)
+            .ok_or_else(|| control::error(&format!("no datacenter named '{name}'")))
+    };
+    let steered =
+        |engine: &Engine, r: Result<(), engine::OperatorError>, what: &str, name: &str| match r {
+            Ok(()) => {
+                tracing::warn!(datacenter = name, "operator: {what}");
+                json!({"v": 1, "ok": true, "active": engine.name(engine.active())})
+            }
+            Err(e) => control::error(&format!("{name}: {e}")),
+        };
+    match command {
+        Command::Tunnels => json!({"v": 1, "ok": true, "tunnels": tunnels(engine)}),
+        Command::Flows { limit } => {
+            let flows: Vec<_> = engine
+                .flow_list(now, *limit)
+                .into_iter()
+                .map(|f| {
+                    json!({
+                        "protocol": protocol_name(f.protocol),
+                        "remote": f.remote.to_string(),
+                        "remote_port": f.remote_port,
+                        "local_port": f.local_port,
+                        "tunnel": engine.name(f.tunnel),
+                        "age_s": f.age.as_secs_f64(),
+                        "idle_s": f.idle.as_secs_f64(),
+                        "packets_out": f.packets_out,
+                        "packets_in": f.packets_in,
+                        "state": f.state,
+                    })
+                })
+                .collect();
+            json!({"v": 1, "ok": true, "total": engine.flows().0, "flows": flows})
+        }
+        Command::Events => json!({"v": 1, "ok": true, "events": switches.switches}),
+        Command::Switch(name) => match find(engine, name) {
+            Ok(dc) => {
+                let r = engine.switch_to(now, dc);
+                steered(engine, r, "switch", name)
+            }
+            Err(e) => e,
+        },
+        Command::Drain(name) => match find(engine, name) {
+            Ok(dc) => {
+                let r = engine.set_drained(now, dc, true);
+                steered(engine, r, "drain", name)
+            }
+            Err(e) => e,
+        },
+        Command::Undrain(name) => match find(engine, name) {
+            Ok(dc) => {
+                let r = engine.set_drained(now, dc, false);
+                steered(engine, r, "undrain", name)
+            }
+            Err(e) => e,
+        },
+        Command::Clients => control::error("clients: this is a client; a gateway answers it"),
+        Command::Status | Command::Reload | Command::Metrics => {
+            control::error("internal: answered by the loop")
+        }
+    }
+}
+
+fn protocol_name(p: u8) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        other => other.to_string(),
+    }
+}
+
+fn tunnels(engine: &Engine) -> Vec<serde_json::Value> {
+    engine
+        .status()
+        .into_iter()
+        .map(|d| {
+            json!({
+                "name": d.name,
+                "endpoint": d.endpoint.map(|e| e.to_string()),
+                "active": d.active,
+                "drained": d.drained,
+                "state": d.health.label(),
+                "established": d.established,
+                "rtt_ms": d.srtt.map(|t| t.as_secs_f64() * 1e3),
+                "loss": d.loss,
+                "last_handshake_s": d.stats.since_last_handshake.map(|t| t.as_secs()),
+                "tx_bytes": d.stats.tx_bytes,
+                "rx_bytes": d.stats.rx_bytes,
+                "handshakes": d.stats.handshakes,
+                "probes_sent": d.probes.sent,
+                "probe_replies": d.probes.replies,
+            })
+        })
+        .collect()
+}
+
+/// The client's Prometheus metrics.
+pub fn metrics(engine: &Engine, switches: &SwitchLog, send_errors: u64) -> Exposition {
+    let mut e = Exposition::default();
+    for d in engine.status() {
+        let dc = [("datacenter", d.name.as_str())];
+        for state in [
+            PathHealth::Up,
+            PathHealth::Suspect,
+            PathHealth::Down,
+            PathHealth::Recovering,
+        ] {
+            e.gauge(
+                "failoverd_tunnel_state",
+                "1 for the tunnel's current health state.",
+                &[("datacenter", d.name.as_str()), ("state", state.label())],
+                f64::from(u8::from(d.health == state)),
+            );
+        }
+        e.gauge(
+            "failoverd_tunnel_active",
+            "1 for the datacenter traffic uses now.",
+            &dc,
+            f64::from(u8::from(d.active)),
+        );
+        e.gauge(
+            "failoverd_tunnel_drained",
+            "1 while the operator has the datacenter drained.",
+            &dc,
+            f64::from(u8::from(d.drained)),
+        );
+        e.gauge(
+            "failoverd_tunnel_established",
+            "1 while the tunnel has a session.",
+            &dc,
+            f64::from(u8::from(d.established)),
+        );
+        if let Some(rtt) = d.srtt {
+            e.gauge(
+                "failoverd_tunnel_rtt_seconds",
+                "Smoothed probe round-trip time.",
+                &dc,
+                rtt.as_secs_f64(),
+            );
+        }
+        if let Some(loss) = d.loss {
+            e.gauge(
+                "failoverd_tunnel_probe_loss_ratio",
+                "Probe loss over the last window.",
+                &dc,
+                loss,
+            );
+        }
+        e.counter(
+            "failoverd_tunnel_transmit_bytes_total",
+            "Inner bytes sent into the tunnel.",
+            &dc,
+            d.stats.tx_bytes,
+        );
+        e.counter(
+            "failoverd_tunnel_receive_bytes_total",
+            "Inner bytes received from the tunnel.",
+            &dc,
+            d.stats.rx_bytes,
+        );
+        e.counter(
+            "failoverd_tunnel_handshakes_total",
+            "Completed handshakes.",
+            &dc,
+            d.stats.handshakes,
+        );
+        e.counter(
+            "failoverd_tunnel_probes_sent_total",
+            "Probes sent.",
+            &dc,
+            d.probes.sent,
+        );
+        e.counter(
+            "failoverd_tunnel_probe_replies_total",
+            "Probe replies accepted.",
+            &dc,
+            d.probes.replies,
+        );
+        for (reason, n) in d.stats.drops.nonzero() {
+            e.counter(
+                "failoverd_tunnel_drops_total",
+                "Datagrams and packets dropped, by reason.",
+                &[("datacenter", d.name.as_str()), ("reason", reason)],
+                n,
+            );
+        }
+    }
+    for reason in probe::SwitchReason::ALL {
+        let n = switches.by_reason.get(reason.label()).copied().unwrap_or(0);
+        e.counter(
+            "failoverd_switches_total",
+            "Switches of the active datacenter, by reason.",
+            &[("reason", reason.label())],
+            n,
+        );
+    }
+    let k = engine.keeper_stats();
+    for (m, n) in sessionkeeper::parse::Malformed::ALL.iter().zip(k.malformed) {
+        e.counter(
+            "failoverd_local_drops_total",
+            "Local packets dropped, by reason.",
+            &[("reason", m.label())],
+            n,
+        );
+    }
+    e.counter(
+        "failoverd_local_drops_total",
+        "Local packets dropped, by reason.",
+        &[("reason", "source_not_local")],
+        k.source_not_local,
+    );
+    for (reason, n) in engine.underlay_drops().nonzero() {
+        e.counter(
+            "failoverd_underlay_drops_total",
+            "Underlay datagrams from no datacenter's endpoint, dropped.",
+            &[("reason", reason)],
+            n,
+        );
+    }
+    let (flows, cap) = engine.flows();
+    e.gauge(
+        "failoverd_flows",
+        "Flows the session keeper tracks.",
+        &[],
+        flows as f64,
+    );
+    e.gauge(
+        "failoverd_flow_table_size",
+        "The flow table's cap.",
+        &[],
+        cap as f64,
+    );
+    e.gauge(
+        "failoverd_flow_memory_bytes",
+        "Heap bytes of the flow table.",
+        &[],
+        engine.flow_memory() as f64,
+    );
+    e.counter(
+        "failoverd_recoveries_total",
+        "Switches that triggered switch-over recovery.",
+        &[],
+        k.recoveries,
+    );
+    e.counter(
+        "failoverd_recovery_segments_total",
+        "Data segments resent at switches.",
+        &[],
+        k.recovery_segments,
+    );
+    e.counter(
+        "failoverd_recovery_acks_total",
+        "ACKs resent at switches.",
+        &[],
+        k.recovery_acks,
+    );
+    e.counter(
+        "failoverd_send_errors_total",
+        "Writes to the underlay or TUN that failed.",
+        &[],
+        send_errors,
+    );
+    e
+}
+
+/// Most switches kept for `status`.
+const SWITCH_LOG: usize = 64;
+
+/// Logs every engine event, and keeps the last [`SWITCH_LOG`] switches (with the stall each
+/// caused, once known) and a count per reason.
+#[derive(Debug, Default)]
+pub struct SwitchLog {
+    switches: VecDeque<serde_json::Value>,
+    by_reason: BTreeMap<&'static str, u64>,
+}
+
+impl SwitchLog {
+    /// Logs `event`; a switch is also kept.
+    pub fn record(&mut self, engine: &Engine, event: &Event) {
+        match *event {
+            Event::Established(dc) => {
+                tracing::info!(datacenter = engine.name(dc), "tunnel established")
+            }
+            Event::Lost(dc) => tracing::warn!(datacenter = engine.name(dc), "tunnel session lost"),
+            // A late probe (up ⇄ suspect) is routine on a loaded machine; only transitions
+            // that change what the selector may use are worth an operator's attention.
+            Event::Health { dc, from, to }
+                if matches!(
+                    (from, to),
+                    (PathHealth::Up, PathHealth::Suspect) | (PathHealth::Suspect, PathHealth::Up)
+                ) =>
+            {
+                tracing::debug!(
+                    datacenter = engine.name(dc),
+                    from = from.label(),
+                    to = to.label(),
+                    "health changed"
+                )
+            }
+            Event::Health { dc, from, to } => tracing::info!(
+                datacenter = engine.name(dc),
+                from = from.label(),
+                to = to.label(),
+                "health changed"
+            ),
+            Event::Switched {
+                from,
+                to,
+                reason,
+                detection,
+            } => {
+                let detection_ms = detection.map(|d| d.as_secs_f64() * 1e3);
+                tracing::warn!(
+                    from = engine.name(from),
+                    to = engine.name(to),
+                    reason = reason.label(),
+                    detection_ms,
+                    "switched datacenter"
+                );
+                *self.by_reason.entry(reason.label()).or_default() += 1;
+                if self.switches.len() >= SWITCH_LOG {
+                    self.switches.pop_front();
+                }
+                self.switches.push_back(json!({
+                    "unix_ms": clock::unix_millis(),
+                    "from": engine.name(from),
+                    "to": engine.name(to),
+                    "reason": reason.label(),
+                    "detection_ms": detection_ms,
+                    "stall_ms": null,
+                }));
+            }
+            Event::AllDown => {
+                tracing::warn!("every datacenter is down: nothing carries traffic")
+            }
+            Event::AnyUp => tracing::info!("a datacenter is alive again"),
+            Event::Recovered { dc, stall } => {
+                let stall_ms = stall.as_secs_f64() * 1e3;
+                tracing::info!(
+                    datacenter = engine.name(dc),
+                    stall_ms,
+                    "data flows through the new datacenter"
+                );
+                if let Some(last) = self.switches.back_mut() {
+                    if last["to"] == engine.name(dc) && last["stall_ms"].is_null() {
+                        last["stall_ms"] = stall_ms.into();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn stable_addresses(engine: &Engine) -> Vec<String> {
+    let s = engine.stable();
+    s.v4.map(|a| a.to_string())
+        .into_iter()
+        .chain(s.v6.map(|a| a.to_string()))
+        .collect()
+}
+
+/// The client's `status` answer: datacenters, drops, the session keeper, switches.
+pub fn status(
+    engine: &Engine,
+    send_errors: u64,
+    switches: &SwitchLog,
+) -> serde_json::Map<String, serde_json::Value> {
+    let k = engine.keeper_stats();
+    let (flows, flow_cap) = engine.flows();
+    let malformed: serde_json::Map<String, serde_json::Value> =
+        sessionkeeper::parse::Malformed::ALL
+            .iter()
+            .zip(k.malformed)
+            .map(|(m, n)| (m.label().to_owned(), n.into()))
+            .collect();
+    let datacenters: Vec<_> = engine
+        .status()
+        .into_iter()
+        .map(|d| {
+            json!({
+                "name": d.name,
+                "endpoint": d.endpoint.map(|e| e.to_string()),
+                "active": d.active,
+                "drained": d.drained,
+                "established": d.established,
+                "tx_bytes": d.stats.tx_bytes,
+                "rx_bytes": d.stats.rx_bytes,
+                "handshakes": d.stats.handshakes,
+                "since_last_handshake_ms": d.stats.since_last_handshake.map(|t| t.as_millis() as u64),
+                "health": d.health.label(),
+                "srtt_ms": d.srtt.map(|t| t.as_secs_f64() * 1e3),
+                "loss": d.loss,
+                "suppressed": d.suppressed,
+                "probes_sent": d.probes.sent,
+                "probe_replies": d.probes.replies,
+                "probe_replies_refused": d.probes.refused.iter().sum::<u64>(),
+                "flaps": d.probes.flaps,
+                "drops": drops_json(&d.stats.drops),
+            })
+        })
+        .collect();
+    let status = json!({
+        "v": 1,
+        "ok": true,
+        "mode": "client",
+        "active": engine.name(engine.active()),
+        "stable_address": stable_addresses(engine),
+        "datacenters": datacenters,
+        "local_drops": {"source_not_local": k.source_not_local, "malformed": malformed},
+        "inbound_not_for_us": k.not_for_us,
+        "sessionkeeper": {
+            "flows": flows,
+            "flow_table_size": flow_cap,
+            "flow_memory_bytes": engine.flow_memory(),
+            "flows_created": k.flows.created,
+            "flows_expired": k.flows.expired,
+            "flows_evicted_probation": k.flows.evicted_probation,
+            "flows_evicted_protected": k.flows.evicted_protected,
+            "mss_clamped": k.mss_clamped,
+            "quoted_rewritten": k.quoted_rewritten,
+            "udp6_zero_checksum": k.udp6_zero_checksum,
+            "recoveries": k.recoveries,
+            "recovery_segments": k.recovery_segments,
+            "recovery_acks": k.recovery_acks,
+            "recovery_over_budget": k.recovery_over_budget,
+        },
+        "underlay_drops": drops_json(engine.underlay_drops()),
+        "probe_replies_malformed": engine.probe_malformed(),
+        "switches": switches.switches,
+        "send_errors": send_errors,
+    });
+    match status {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
+}

@@ -1,0 +1,309 @@
+//! The one IO loop of a client: the engine between the underlay socket and a [`LocalLink`].
+//!
+//! `failoverd` (a TUN device) and `vmm-shim` (a guest's NIC) are two [`LocalLink`]s driven by
+//! this same [`drive`]: the underlay, the timers, the control socket, metrics, sd_notify,
+//! roaming (suspend, network changes, endpoint names) and signals are handled here once. A
+//! link owns only what differs: how local packets arrive and leave, what its status adds, how
+//! its configuration reloads and what it does when the daemon stops.
+//!
+//! The clock is read once per wake-up ([`clock::now`]) and passed down. After every wake-up,
+//! in this order: the engine's datagrams are sent (batch after batch, until none is left), the
+//! link finishes its pass, engine events are logged and shown to roaming and the link, and the
+//! watchdog is kicked.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use engine::{Batch, Engine, Event};
+use tokio::sync::mpsc;
+
+use crate::client::{self, SwitchLog};
+use crate::config::{ClientConfig, FailMode};
+use crate::control::{self, Command};
+use crate::notify::Notifier;
+use crate::roaming::Roaming;
+use crate::underlay::Underlay;
+use crate::{clock, metrics, netwatch, Shutdown, SignalRequest};
+
+/// Datagrams handed out per [`Engine::poll_transmit`] call.
+const BATCH: usize = 16;
+
+/// What carries the engine's local side: the engine itself (a TUN delivers IP packets) or a
+/// layer over it (the guest's link, which speaks Ethernet, ARP, DHCP and NDP itself).
+pub trait Node {
+    /// The engine inside.
+    fn engine(&self) -> &Engine;
+    /// The engine inside, for operator commands and roaming.
+    fn engine_mut(&mut self) -> &mut Engine;
+    /// When [`Node::handle_timeout`] must run next.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Runs the due timers.
+    fn handle_timeout(&mut self, now: Instant);
+    /// Adds the datagrams due now to `batch` (see [`Engine::poll_transmit`]).
+    fn poll_transmit(&mut self, now: Instant, batch: &mut Batch);
+}
+
+impl Node for Engine {
+    fn engine(&self) -> &Engine {
+        self
+    }
+    fn engine_mut(&mut self) -> &mut Engine {
+        self
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Engine::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Engine::handle_timeout(self, now)
+    }
+    fn poll_transmit(&mut self, now: Instant, batch: &mut Batch) {
+        Engine::poll_transmit(self, now, batch)
+    }
+}
+
+/// Whether the loop goes on after a link's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// keep serving
+    Continue,
+    /// the local side is gone for good (the VMM closed the guest's link): stop cleanly
+    Exit,
+}
+
+/// The underlay socket with the batch the engine fills.
+#[derive(Debug)]
+pub struct Transmitter {
+    underlay: Underlay,
+    batch: Batch,
+}
+
+impl Transmitter {
+    /// Sends one datagram at once (the engine's answer to a packet or datagram just handled).
+    pub async fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
+        self.underlay.send(to, datagram).await;
+    }
+
+    /// Sends everything `node` has to send now, batch after batch.
+    pub async fn flush(&mut self, node: &mut impl Node, now: Instant) {
+        loop {
+            node.poll_transmit(now, &mut self.batch);
+            if self.batch.is_empty() {
+                return;
+            }
+            for t in self.batch.iter() {
+                self.underlay.send(t.to, t.datagram).await;
+            }
+            self.batch.clear();
+        }
+    }
+
+    /// Counts a failed write elsewhere on the data path (the TUN, the guest's link).
+    pub fn count_send_error(&mut self) {
+        self.underlay.count_send_error();
+    }
+
+    /// Writes that failed.
+    pub fn send_errors(&self) -> u64 {
+        self.underlay.send_errors()
+    }
+}
+
+/// The local side of a client: a TUN device, or a guest's NIC. See the module docs.
+#[allow(async_fn_in_trait)] // driven on one current-thread runtime: no Send bound wanted
+pub trait LocalLink {
+    /// What it carries the engine through.
+    type Node: Node;
+    /// What [`LocalLink::recv`] hands to [`LocalLink::handle`].
+    type Input;
+
+    /// What it is, for logs ("TUN failover0", "guest on a stream socket").
+    fn describe(&self) -> String;
+
+    /// Waits for the local side. Cancel-safe: another branch of the loop may win, and nothing
+    /// read may be lost then.
+    async fn recv(&mut self) -> Self::Input;
+
+    /// Handles what [`LocalLink::recv`] returned: packets go into `node`, what it answers at
+    /// once through `tx`.
+    async fn handle(
+        &mut self,
+        now: Instant,
+        node: &mut Self::Node,
+        input: Self::Input,
+        tx: &mut Transmitter,
+    ) -> anyhow::Result<Flow>;
+
+    /// Hands a datagram from the underlay to `node` and delivers what comes out locally.
+    async fn handle_datagram(
+        &mut self,
+        now: Instant,
+        node: &mut Self::Node,
+        from: SocketAddr,
+        datagram: &[u8],
+        tx: &mut Transmitter,
+    );
+
+    /// The end of every pass of the loop, after the engine's datagrams were sent: deliver
+    /// what the node queued for the local side.
+    async fn after_pass(&mut self, _node: &mut Self::Node) {}
+
+    /// Every engine event (after it was logged).
+    async fn on_event(&mut self, _node: &Self::Node, _event: &Event) {}
+
+    /// Adds the link's own part to the `status` answer.
+    fn status(&self, _node: &Self::Node, _answer: &mut serde_json::Map<String, serde_json::Value>) {
+    }
+
+    /// Re-reads the configuration and applies it to `node`; on success `running` is the new
+    /// client configuration. Returns the control answer.
+    fn reload(&mut self, node: &mut Self::Node, running: &mut ClientConfig) -> serde_json::Value;
+
+    /// A deliberate stop (SIGTERM, SIGINT) or the end of the local side: undo what must not
+    /// outlive the daemon.
+    async fn shutdown(&mut self) {}
+}
+
+/// Runs `node` between the underlay and `link` until a stop signal or the link's end: the one
+/// client loop (see the module docs). `config` is the running client configuration (the
+/// engine was built from it); `watch_ignore` is an interface index whose own changes are no
+/// network change (the TUN's; 0 for none).
+pub async fn drive<L: LocalLink>(
+    mut node: L::Node,
+    mut link: L,
+    mut config: ClientConfig,
+    watch_ignore: u32,
+    mut signals: Shutdown,
+) -> anyhow::Result<()> {
+    // everything that needs privileges first: the daemon may drop them below
+    let changes = match netwatch::watch(watch_ignore) {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            tracing::warn!("not watching the network for changes: {e:#}");
+            None
+        }
+    };
+    let mut tx = Transmitter {
+        underlay: Underlay::bind(0)?,
+        batch: Batch::for_datagrams(BATCH),
+    };
+    let (control_tx, mut control_rx) = mpsc::channel(16);
+    let _control = control::serve(
+        &config.control_socket,
+        client::access(&config),
+        control_tx.clone(),
+    )?;
+    if let Some(addr) = config.operations.metrics_listen {
+        metrics::serve(addr, control_tx).await?;
+    }
+    client::drop_privileges(&config)?;
+    tracing::info!(
+        datacenters = config.datacenters.len(),
+        control = %config.control_socket.display(),
+        "{} ready", link.describe()
+    );
+    let mut udp_buf = vec![0u8; crate::BUFFER_LEN];
+    let mut switches = SwitchLog::default();
+    let mut notifier = Notifier::from_env(clock::now());
+    // The first timeout starts every handshake and arms every timer; after it, poll_timeout
+    // always has a deadline, so control requests cannot keep pushing the first tick away.
+    let now = clock::now();
+    node.handle_timeout(now);
+    tx.flush(&mut node, now).await;
+    notifier.ready(&client::status_line(node.engine()));
+    let mut roaming = Roaming::new(&config, changes, clock::now());
+    let result = loop {
+        let dns_due = roaming.before_sleep(clock::now());
+        let deadline = node
+            .poll_timeout()
+            .into_iter()
+            .chain(notifier.next_watchdog())
+            .chain(dns_due)
+            .min()
+            .unwrap_or_else(|| clock::now() + clock::IDLE_WAKE);
+        roaming.plan(deadline);
+        tokio::select! {
+            input = link.recv() => {
+                let now = clock::now();
+                roaming.woke(node.engine_mut(), now);
+                match link.handle(now, &mut node, input, &mut tx).await {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Exit) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
+            read = tx.underlay.recv_from(&mut udp_buf) => {
+                let now = clock::now();
+                roaming.woke(node.engine_mut(), now);
+                if let Ok((n, from)) = read {
+                    if let Some(datagram) = udp_buf.get(..n) {
+                        link.handle_datagram(now, &mut node, from, datagram, &mut tx).await;
+                    }
+                }
+            }
+            () = clock::sleep_until(deadline) => {
+                // after a stall, the resume comes first; missed timers then fire once
+                let now = clock::now();
+                roaming.woke(node.engine_mut(), now);
+                node.handle_timeout(now);
+            }
+            event = roaming.next() => {
+                roaming.woke(node.engine_mut(), clock::now());
+                roaming.handle(node.engine_mut(), event);
+            }
+            Some(request) = control_rx.recv() => {
+                let answer = match &request.command {
+                    Command::Status => {
+                        let mut s = client::status(node.engine(), tx.send_errors(), &switches);
+                        s.insert("roaming".into(), roaming.status());
+                        s.insert("fail_mode".into(), match config.fail_mode {
+                            FailMode::Closed => "closed",
+                            FailMode::Open => "open",
+                        }.into());
+                        link.status(&node, &mut s);
+                        serde_json::Value::Object(s)
+                    }
+                    Command::Reload => {
+                        let answer = link.reload(&mut node, &mut config);
+                        if control::is_ok(&answer) {
+                            roaming = roaming.reconfigured(&config, clock::now());
+                        }
+                        answer
+                    }
+                    Command::Metrics => serde_json::json!({"v": 1, "ok": true,
+                        "text": client::metrics(node.engine(), &switches, tx.send_errors()).render()}),
+                    other => client::operate(node.engine_mut(), other, &switches),
+                };
+                let _ = request.reply.send(answer);
+            }
+            signal = signals.next() => match signal {
+                SignalRequest::Stop => {
+                    tracing::info!("shutting down");
+                    notifier.stopping();
+                    break Ok(());
+                }
+                SignalRequest::Reload => {
+                    if control::is_ok(&link.reload(&mut node, &mut config)) {
+                        roaming = roaming.reconfigured(&config, clock::now());
+                    }
+                }
+            }
+        }
+        tx.flush(&mut node, clock::now()).await;
+        link.after_pass(&mut node).await;
+        let mut changed = false;
+        while let Some(event) = node.engine_mut().poll_event() {
+            roaming.on_event(node.engine(), &event);
+            switches.record(node.engine(), &event);
+            link.on_event(&node, &event).await;
+            changed = true;
+        }
+        notifier.kick(clock::now());
+        if changed && notifier.enabled() {
+            // only when something happened: this runs after every packet
+            notifier.status(&client::status_line(node.engine()));
+        }
+    };
+    link.shutdown().await;
+    result.context("the client loop")
+}
