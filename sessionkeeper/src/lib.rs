@@ -13,6 +13,9 @@
 
 pub mod checksum;
 pub mod flows;
+/// Fuzz bodies and their fixed test keys: built only with the `fuzzing` feature (the fuzz
+/// targets and this crate's own corpus tests turn it on), never into a shipped binary.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keeper;
