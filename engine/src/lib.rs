@@ -35,6 +35,11 @@ use probe::{Intent, PathHealth, PathMonitor, Policy, ProbeConfig, Selector, Swit
 use sessionkeeper::{Keeper, KeeperConfig, KeeperStats, StableAddresses};
 use tunnel::{DropCounters, DropReason, Outcome, Transmit, Tunnel, TunnelConfig, TunnelStats};
 
+/// A call this much later than the engine's own deadline ([`Engine::poll_timeout`]) means the
+/// process did not run (suspend, SIGSTOP, a paused VM): the engine resumes instead of blaming
+/// the datacenters for the silence.
+pub const STALL: Duration = Duration::from_millis(250);
+
 /// Least time a first datacenter that has not answered yet is waited for at start.
 const STARTUP_GRACE: Duration = Duration::from_secs(1);
 
@@ -131,6 +136,13 @@ pub enum Event {
     AllDown,
     /// after [`Event::AllDown`]: a datacenter is alive again
     AnyUp,
+    /// the engine was called `gap` later than its own deadline: the process did not run
+    /// (suspend, SIGSTOP, a paused VM). It resumed without blaming the datacenters: nothing
+    /// was declared down for the silence and every tunnel was probed at once.
+    Resumed {
+        /// how long past its deadline
+        gap: Duration,
+    },
 }
 
 /// Why an operator's request was refused.
@@ -316,6 +328,11 @@ pub struct Engine {
     awaiting_data: Option<(usize, Option<Instant>)>,
     /// every datacenter was down at the last health change ([`Event::AllDown`] said so)
     all_down: bool,
+    /// the `now` of the last `handle_*` call: with the deadline the engine had then, when it
+    /// expected to be called next
+    last_call: Option<Instant>,
+    /// resumes after a stall, for status
+    resumes: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -412,6 +429,8 @@ impl Engine {
             recovery_buf: Vec::with_capacity(tunnel::MAX_DATAGRAM),
             awaiting_data: None,
             all_down: false,
+            last_call: None,
+            resumes: 0,
         })
     }
 
@@ -434,6 +453,7 @@ impl Engine {
         packet: &mut [u8],
         out: &'o mut [u8],
     ) -> Result<Option<Transmit<'o>>, LocalDrop> {
+        self.notice_stall(now);
         let active = self.selector.active();
         let len = self.keeper.outbound(now, packet, active)?;
         let (Some(dc), Some(packet)) = (self.dcs.get_mut(active), packet.get(..len)) else {
@@ -455,6 +475,7 @@ impl Engine {
         datagram: &[u8],
         out: &'o mut [u8],
     ) -> Outcome<'o> {
+        self.notice_stall(now);
         let Some(i) = self
             .dcs
             .iter()
@@ -582,6 +603,7 @@ impl Engine {
     /// selection. What they send waits for [`Engine::poll_transmit`]. The first call starts
     /// every handshake.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.notice_stall(now);
         for (i, dc) in self.dcs.iter_mut().enumerate() {
             if dc.tunnel.poll_timeout().is_none_or(|t| now >= t) {
                 if let Outcome::Transmit(t) = dc.tunnel.handle_timeout(now, &mut self.scratch) {
@@ -630,6 +652,30 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// First thing in every `handle_*`: a call long after the deadline the engine had at its
+    /// previous call (or after that call itself, when the deadline had already passed: a loop
+    /// kept busy by packets) means the process did not run; the engine resumes before anything
+    /// else is handled, or a timer would blame the datacenters for the process's own silence.
+    fn notice_stall(&mut self, now: Instant) {
+        if let Some(last) = self.last_call {
+            // the state is as the previous call left it, so this is the deadline the caller
+            // slept towards (an earlier wake-up of its own only makes the gap smaller)
+            let planned = self.poll_timeout().map_or(last, |d| d.max(last));
+            let gap = now.saturating_duration_since(planned);
+            if gap > STALL {
+                self.resume(now, gap);
+                self.resumes += 1;
+                push_event(&mut self.events, Event::Resumed { gap });
+            }
+        }
+        self.last_call = Some(now);
+    }
+
+    /// How often the engine resumed after a stall.
+    pub fn resumes(&self) -> u64 {
+        self.resumes
     }
 
     /// Records health changes as events and lets the selector act.
@@ -922,7 +968,8 @@ impl Engine {
     /// not the datacenters'. Probe state moves forward by `gap` (nothing is declared down for
     /// it), every tunnel is probed at once, switch-over recovery in progress is dropped, and
     /// sessions that expired meanwhile are re-established at the next
-    /// [`Engine::handle_timeout`] (call it at once).
+    /// [`Engine::handle_timeout`]. The engine notices a stall itself (see [`STALL`]); this is
+    /// for a front end that knows of one the engine cannot see.
     pub fn resume(&mut self, now: Instant, gap: Duration) {
         for d in &mut self.dcs {
             d.monitor.resume(now, gap);

@@ -525,6 +525,10 @@ impl SwitchLog {
                 tracing::warn!("every datacenter is down: nothing carries traffic")
             }
             Event::AnyUp => tracing::info!("a datacenter is alive again"),
+            Event::Resumed { gap } => tracing::warn!(
+                gap_ms = gap.as_millis() as u64,
+                "the process did not run (suspend or stop): resumed without blaming the datacenters"
+            ),
             Event::Recovered { dc, stall } => {
                 let stall_ms = stall.as_secs_f64() * 1e3;
                 tracing::info!(

@@ -221,11 +221,9 @@ pub async fn drive<L: LocalLink>(
             .chain(dns_due)
             .min()
             .unwrap_or_else(|| clock::now() + clock::IDLE_WAKE);
-        roaming.plan(deadline);
         tokio::select! {
             input = link.recv() => {
                 let now = clock::now();
-                roaming.woke(node.engine_mut(), now);
                 match link.handle(now, &mut node, input, &mut tx).await {
                     Ok(Flow::Continue) => {}
                     Ok(Flow::Exit) => break Ok(()),
@@ -234,7 +232,6 @@ pub async fn drive<L: LocalLink>(
             }
             read = tx.underlay.recv_from(&mut udp_buf) => {
                 let now = clock::now();
-                roaming.woke(node.engine_mut(), now);
                 if let Ok((n, from)) = read {
                     if let Some(datagram) = udp_buf.get(..n) {
                         link.handle_datagram(now, &mut node, from, datagram, &mut tx).await;
@@ -242,20 +239,17 @@ pub async fn drive<L: LocalLink>(
                 }
             }
             () = clock::sleep_until(deadline) => {
-                // after a stall, the resume comes first; missed timers then fire once
-                let now = clock::now();
-                roaming.woke(node.engine_mut(), now);
-                node.handle_timeout(now);
+                // after a stall the engine resumes first; missed timers then fire once
+                node.handle_timeout(clock::now());
             }
             event = roaming.next() => {
-                roaming.woke(node.engine_mut(), clock::now());
                 roaming.handle(node.engine_mut(), event);
             }
             Some(request) = control_rx.recv() => {
                 let answer = match &request.command {
                     Command::Status => {
                         let mut s = client::status(node.engine(), tx.send_errors(), &switches);
-                        s.insert("roaming".into(), roaming.status());
+                        s.insert("roaming".into(), roaming.status(node.engine()));
                         s.insert("fail_mode".into(), match config.fail_mode {
                             FailMode::Closed => "closed",
                             FailMode::Open => "open",

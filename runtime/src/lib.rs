@@ -34,16 +34,13 @@ pub mod clock {
     //! start instant plus the boot time elapsed since, so the cores see a suspend as the time
     //! it really was, and boringtun's timers (which read CLOCK_BOOTTIME themselves) agree with
     //! ours. Sleeps are asked of tokio as durations ([`sleep_until`]), never as instants of
-    //! this clock. [`Stall`] tells the loop when the process did not run (suspend, SIGSTOP, a
-    //! paused VM), so the engine does not blame the datacenters for it.
+    //! this clock. The engine notices when the process did not run (suspend, SIGSTOP, a paused
+    //! VM) from how late it is called ([`engine::STALL`]).
     use std::sync::OnceLock;
     use std::time::{Duration, Instant};
 
     /// How long the loop sleeps when no timer is pending.
     pub const IDLE_WAKE: Duration = Duration::from_secs(1);
-
-    /// A wake-up this much later than planned means the process did not run.
-    pub const STALL: Duration = Duration::from_millis(250);
 
     /// CLOCK_BOOTTIME.
     #[allow(unsafe_code)]
@@ -74,35 +71,13 @@ pub mod clock {
     /// machine sleeps — not re-based on "now": a due deadline must stay a fixed past instant,
     /// or a loop kept busy by packets (tokio's timer wheel advances only when the driver turns)
     /// would never see it elapse. After a suspend it may wake up to one remaining wait late;
-    /// [`Stall`] notices.
+    /// the engine notices.
     #[allow(clippy::disallowed_methods)] // the monotonic reading that anchors the mapping
     pub fn sleep_until(deadline: Instant) -> tokio::time::Sleep {
         let monotonic = Instant::now();
         let ahead = now().saturating_duration_since(monotonic);
         let at = deadline.checked_sub(ahead).unwrap_or(monotonic);
         tokio::time::sleep_until(at.into())
-    }
-
-    /// Notices wake-ups long after the loop meant to wake: the process did not run.
-    #[derive(Debug, Default)]
-    pub struct Stall {
-        planned: Option<Instant>,
-    }
-
-    impl Stall {
-        /// The loop is about to sleep until `deadline` at the latest.
-        pub fn plan(&mut self, deadline: Instant) {
-            // a deadline already past (timers due while packets kept the loop busy) means "not
-            // at all": lateness is counted from now
-            self.planned = Some(deadline.max(now()));
-        }
-
-        /// The loop woke at `now`: how long it did not run beyond its plan, if that is more
-        /// than [`STALL`].
-        pub fn check(&mut self, now: Instant) -> Option<Duration> {
-            let late = now.saturating_duration_since(self.planned.take()?);
-            (late > STALL).then_some(late)
-        }
     }
 
     /// Wall-clock milliseconds since the Unix epoch, for event logs read by people.
@@ -126,23 +101,6 @@ pub mod clock {
                 d >= Duration::from_millis(20) && d < Duration::from_secs(5),
                 "{d:?}"
             );
-        }
-
-        #[test]
-        fn only_late_wakeups_are_stalls() {
-            let t = now() + Duration::from_secs(60);
-            let mut s = Stall::default();
-            s.plan(t);
-            assert_eq!(s.check(t + Duration::from_millis(100)), None);
-            s.plan(t);
-            assert_eq!(
-                s.check(t + Duration::from_secs(3)),
-                Some(Duration::from_secs(3))
-            );
-            assert_eq!(s.check(t + Duration::from_secs(9)), None, "nothing planned");
-            // a deadline already past counts from now, not from the deadline
-            s.plan(now() - Duration::from_secs(1));
-            assert_eq!(s.check(now()), None);
         }
     }
 }

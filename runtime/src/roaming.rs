@@ -1,13 +1,11 @@
 //! What a client on the move lives with, for both front ends (`failoverd` and `vmm-shim`):
-//! the process not running for a while (suspend, SIGSTOP), the local network changing under it
-//! (addresses, links, the default route), and datacenter endpoints given as names.
+//! the local network changing under it (addresses, links, the default route), and datacenter
+//! endpoints given as names. (The process not running for a while — suspend, SIGSTOP — is the
+//! engine's to notice: [`engine::Event::Resumed`].)
 //!
-//! The IO loop calls [`Roaming::woke`] first in every `select!` branch (it notices a stall and
-//! lets the engine [`resume`](engine::Engine::resume) before anything else is handled),
-//! [`Roaming::before_sleep`] once per pass (due DNS lookups start; it says when to wake next)
-//! and [`Roaming::plan`] with the deadline it sleeps to, awaits [`Roaming::next`] in its
-//! `select!`, hands what came to [`Roaming::handle`], and shows every engine event to
-//! [`Roaming::on_event`].
+//! The IO loop calls [`Roaming::before_sleep`] once per pass (due DNS lookups start; it says
+//! when to wake next), awaits [`Roaming::next`] in its `select!`, hands what came to
+//! [`Roaming::handle`], and shows every engine event to [`Roaming::on_event`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -36,12 +34,10 @@ pub enum RoamingEvent {
 /// See the module docs.
 #[derive(Debug)]
 pub struct Roaming {
-    stall: clock::Stall,
     resolver: Resolver,
     lookups_tx: mpsc::Sender<(String, Result<Vec<SocketAddr>, String>)>,
     lookups_rx: mpsc::Receiver<(String, Result<Vec<SocketAddr>, String>)>,
     changes: Option<mpsc::Receiver<()>>,
-    resumes: u64,
     network_changes: u64,
 }
 
@@ -65,12 +61,10 @@ impl Roaming {
         .collect();
         let (lookups_tx, lookups_rx) = mpsc::channel(64);
         Self {
-            stall: clock::Stall::default(),
             resolver: Resolver::new(names, own, config.routes.clone(), now),
             lookups_tx,
             lookups_rx,
             changes,
-            resumes: 0,
             network_changes: 0,
         }
     }
@@ -79,27 +73,8 @@ impl Roaming {
     /// and the counters stay.
     pub fn reconfigured(self, config: &ClientConfig, now: Instant) -> Self {
         let mut next = Self::new(config, self.changes, now);
-        next.resumes = self.resumes;
         next.network_changes = self.network_changes;
         next
-    }
-
-    /// First thing after every wake-up, before anything is handled (a timer run first would
-    /// blame the datacenters for the process's own silence): a wake-up long after the loop's
-    /// plan means the process did not run, and the engine resumes. Returns whether it did.
-    pub fn woke(&mut self, engine: &mut Engine, now: Instant) -> bool {
-        match self.stall.check(now) {
-            Some(gap) => {
-                tracing::warn!(
-                    gap_ms = gap.as_millis() as u64,
-                    "the process did not run (suspend or stop): resuming without blaming the datacenters"
-                );
-                engine.resume(now, gap);
-                self.resumes += 1;
-                true
-            }
-            None => false,
-        }
     }
 
     /// Once per pass of the loop, before it sleeps: starts due lookups; returns when to wake
@@ -119,11 +94,6 @@ impl Roaming {
             });
         }
         self.resolver.next_due()
-    }
-
-    /// The loop will sleep until `deadline` at the latest.
-    pub fn plan(&mut self, deadline: Instant) {
-        self.stall.plan(deadline);
     }
 
     /// The next network change or lookup answer. Cancel-safe.
@@ -181,9 +151,9 @@ impl Roaming {
         }
     }
 
-    /// For status: the named endpoints and how resolving them goes, and the resumes and
-    /// network changes seen.
-    pub fn status(&self) -> serde_json::Value {
+    /// For status: the named endpoints and how resolving them goes, the engine's resumes and
+    /// the network changes seen.
+    pub fn status(&self, engine: &Engine) -> serde_json::Value {
         let names: Vec<_> = self
             .resolver
             .status()
@@ -194,7 +164,7 @@ impl Roaming {
             .collect();
         serde_json::json!({
             "names": names,
-            "resumes": self.resumes,
+            "resumes": engine.resumes(),
             "network_changes": self.network_changes,
         })
     }
