@@ -46,6 +46,9 @@ const STARTUP_GRACE: Duration = Duration::from_secs(1);
 /// Bound on undelivered events; the oldest are dropped beyond it (events are informational).
 const MAX_EVENTS: usize = 256;
 
+/// Switch records kept for operators ([`Engine::switches`]); the oldest go first.
+pub const SWITCH_RECORDS: usize = 64;
+
 /// Switch-over recovery waits for the new gateway's first answer after the switch (it has
 /// claimed the return path by then), but no longer than this many of its RTTs …
 const RECOVERY_WAIT_RTTS: u32 = 2;
@@ -143,6 +146,25 @@ pub enum Event {
         /// how long past its deadline
         gap: Duration,
     },
+}
+
+/// One switch of the active datacenter, as operators see it: when, from where to where, why,
+/// how long detection took, and the outage it caused on the inbound data path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchRecord {
+    /// when traffic moved
+    pub at: Instant,
+    /// from (the datacenter's name: indexes change with a reload, names do not)
+    pub from: String,
+    /// to
+    pub to: String,
+    /// why
+    pub reason: SwitchReason,
+    /// for a failure: how long the old tunnel had been silent when declared down
+    pub detection: Option<Duration>,
+    /// inbound silence across the switch (from the old tunnel's last authenticated datagram
+    /// to the first data packet through the new one); `None` until that packet arrives
+    pub stall: Option<Duration>,
 }
 
 /// Why an operator's request was refused.
@@ -333,6 +355,10 @@ pub struct Engine {
     last_call: Option<Instant>,
     /// resumes after a stall, for status
     resumes: u64,
+    /// the last [`SWITCH_RECORDS`] switches
+    switches: VecDeque<SwitchRecord>,
+    /// every switch since start, by reason ([`SwitchReason::ALL`]'s order)
+    switch_counts: [u64; SwitchReason::ALL.len()],
 }
 
 impl std::fmt::Debug for Engine {
@@ -431,6 +457,8 @@ impl Engine {
             all_down: false,
             last_call: None,
             resumes: 0,
+            switches: VecDeque::with_capacity(SWITCH_RECORDS),
+            switch_counts: [0; SwitchReason::ALL.len()],
         })
     }
 
@@ -502,12 +530,15 @@ impl Engine {
                     Ok(len) => match packet.get_mut(..len) {
                         Some(p) if self.awaiting_data.is_some_and(|(to, _)| to == i) => {
                             if let Some((_, Some(last))) = self.awaiting_data.take() {
+                                let stall = now.saturating_duration_since(last);
+                                if let Some(r) = self.switches.back_mut() {
+                                    if r.to == dc.name && r.stall.is_none() {
+                                        r.stall = Some(stall);
+                                    }
+                                }
                                 push_event(
                                     &mut self.events,
-                                    Event::Recovered {
-                                        dc: DcId(i),
-                                        stall: now.saturating_duration_since(last),
-                                    },
+                                    Event::Recovered { dc: DcId(i), stall },
                                 );
                             }
                             Outcome::Deliver(p)
@@ -761,6 +792,24 @@ impl Engine {
             new.monitor.set_intent(Intent::Active);
             new.monitor.probe_now(now);
         }
+        if self.switches.len() >= SWITCH_RECORDS {
+            self.switches.pop_front();
+        }
+        self.switches.push_back(SwitchRecord {
+            at: now,
+            from: self.name(DcId(sw.from)).to_owned(),
+            to: self.name(DcId(sw.to)).to_owned(),
+            reason: sw.reason,
+            detection: sw.detection,
+            stall: None,
+        });
+        if let Some(n) = SwitchReason::ALL
+            .iter()
+            .position(|r| *r == sw.reason)
+            .and_then(|i| self.switch_counts.get_mut(i))
+        {
+            *n += 1;
+        }
         push_event(
             &mut self.events,
             Event::Switched {
@@ -770,6 +819,22 @@ impl Engine {
                 detection: sw.detection,
             },
         );
+    }
+
+    /// The last [`SWITCH_RECORDS`] switches, oldest first, each with the outage it caused once
+    /// known.
+    pub fn switches(&self) -> impl Iterator<Item = &SwitchRecord> + '_ {
+        self.switches.iter()
+    }
+
+    /// Switches since start for `reason`.
+    pub fn switch_count(&self, reason: SwitchReason) -> u64 {
+        SwitchReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .and_then(|i| self.switch_counts.get(i))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Moves traffic to `dc` by operator request; it stays there (failback and the RTT policy

@@ -1104,3 +1104,46 @@ fn a_wakeup_late_by_less_than_the_stall_bound_is_no_stall() {
     );
     assert_eq!(sim.client.resumes(), 0);
 }
+
+#[test]
+fn the_switch_record_carries_detection_and_the_stall_it_caused() {
+    let mut sim = warm(2, 31, priority());
+    sim.links[0].black_up = true;
+    sim.links[0].black_down = true;
+    sim.run_until(Duration::from_millis(2_500));
+    let records: Vec<engine::SwitchRecord> = sim.client.switches().cloned().collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!(
+        (r.from.as_str(), r.to.as_str()),
+        (sim.client.name(DcId(0)), sim.client.name(DcId(1)))
+    );
+    assert_eq!(r.reason, SwitchReason::ProbeTimeout);
+    assert!(
+        r.detection.is_some_and(|d| d <= Duration::from_millis(100)),
+        "{r:?}"
+    );
+    assert_eq!(r.stall, None, "no data through dc2 yet");
+    assert_eq!(sim.client.switch_count(SwitchReason::ProbeTimeout), 1);
+    assert_eq!(sim.client.switch_count(SwitchReason::Failback), 0);
+    // the first data packet through dc2, 600 ms after dc1 went silent, closes the record
+    let mut out = vec![0u8; 70_000];
+    let t = sim.gateways[1]
+        .1
+        .handle_inside_packet(&download_segment(1), &mut out)
+        .expect("dc2 encrypts the download");
+    let d = t.datagram.to_vec();
+    sim.run_until(Duration::from_millis(2_600));
+    sim.send(true, 1, d);
+    sim.run_until(Duration::from_millis(2_700));
+    let r = sim.client.switches().last().cloned().unwrap();
+    let stall = r.stall.expect("the stall is known once data arrives");
+    assert!(
+        stall >= Duration::from_millis(580) && stall <= Duration::from_millis(640),
+        "from dc1's last datagram (~2.0 s) to the data through dc2 (~2.6 s): {stall:?}"
+    );
+    assert!(sim
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Recovered { dc: DcId(1), stall: s } if *s == stall)));
+}

@@ -3,7 +3,6 @@
 //! control answers (`status`, `tunnels`, `flows`, `events`, steering) and the metrics, and the
 //! switch log. The loop that uses them is [`crate::drive`].
 
-use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -183,7 +182,7 @@ pub fn status_line(engine: &Engine) -> String {
 }
 
 /// The answer to an operator command other than status, reload and metrics.
-pub fn operate(engine: &mut Engine, command: &Command, switches: &SwitchLog) -> serde_json::Value {
+pub fn operate(engine: &mut Engine, command: &Command) -> serde_json::Value {
     let now = clock::now();
     let find = |engine: &Engine, name: &str| {
         engine
@@ -221,7 +220,7 @@ pub fn operate(engine: &mut Engine, command: &Command, switches: &SwitchLog) -> 
                 .collect();
             json!({"v": 1, "ok": true, "total": engine.flows().0, "flows": flows})
         }
-        Command::Events => json!({"v": 1, "ok": true, "events": switches.switches}),
+        Command::Events => json!({"v": 1, "ok": true, "events": switch_records(engine)}),
         Command::Switch(name) => match find(engine, name) {
             Ok(dc) => {
                 let r = engine.switch_to(now, dc);
@@ -286,7 +285,7 @@ fn tunnels(engine: &Engine) -> Vec<serde_json::Value> {
 }
 
 /// The client's Prometheus metrics.
-pub fn metrics(engine: &Engine, switches: &SwitchLog, send_errors: u64) -> Exposition {
+pub fn metrics(engine: &Engine, send_errors: u64) -> Exposition {
     let mut e = Exposition::default();
     for d in engine.status() {
         let dc = [("datacenter", d.name.as_str())];
@@ -377,7 +376,7 @@ pub fn metrics(engine: &Engine, switches: &SwitchLog, send_errors: u64) -> Expos
         }
     }
     for reason in probe::SwitchReason::ALL {
-        let n = switches.by_reason.get(reason.label()).copied().unwrap_or(0);
+        let n = engine.switch_count(reason);
         e.counter(
             "failoverd_switches_total",
             "Switches of the active datacenter, by reason.",
@@ -454,96 +453,81 @@ pub fn metrics(engine: &Engine, switches: &SwitchLog, send_errors: u64) -> Expos
     e
 }
 
-/// Most switches kept for `status`.
-const SWITCH_LOG: usize = 64;
-
-/// Logs every engine event, and keeps the last [`SWITCH_LOG`] switches (with the stall each
-/// caused, once known) and a count per reason.
-#[derive(Debug, Default)]
-pub struct SwitchLog {
-    switches: VecDeque<serde_json::Value>,
-    by_reason: BTreeMap<&'static str, u64>,
-}
-
-impl SwitchLog {
-    /// Logs `event`; a switch is also kept.
-    pub fn record(&mut self, engine: &Engine, event: &Event) {
-        match *event {
-            Event::Established(dc) => {
-                tracing::info!(datacenter = engine.name(dc), "tunnel established")
-            }
-            Event::Lost(dc) => tracing::warn!(datacenter = engine.name(dc), "tunnel session lost"),
-            // A late probe (up ⇄ suspect) is routine on a loaded machine; only transitions
-            // that change what the selector may use are worth an operator's attention.
-            Event::Health { dc, from, to }
-                if matches!(
-                    (from, to),
-                    (PathHealth::Up, PathHealth::Suspect) | (PathHealth::Suspect, PathHealth::Up)
-                ) =>
-            {
-                tracing::debug!(
-                    datacenter = engine.name(dc),
-                    from = from.label(),
-                    to = to.label(),
-                    "health changed"
-                )
-            }
-            Event::Health { dc, from, to } => tracing::info!(
+/// Logs an engine event: one structured line each (a switch names from, to, reason and
+/// detection; the stall follows when the first data arrives through the new datacenter).
+pub fn log_event(engine: &Engine, event: &Event) {
+    match *event {
+        Event::Established(dc) => {
+            tracing::info!(datacenter = engine.name(dc), "tunnel established")
+        }
+        Event::Lost(dc) => tracing::warn!(datacenter = engine.name(dc), "tunnel session lost"),
+        // A late probe (up ⇄ suspect) is routine on a loaded machine; only transitions
+        // that change what the selector may use are worth an operator's attention.
+        Event::Health { dc, from, to }
+            if matches!(
+                (from, to),
+                (PathHealth::Up, PathHealth::Suspect) | (PathHealth::Suspect, PathHealth::Up)
+            ) =>
+        {
+            tracing::debug!(
                 datacenter = engine.name(dc),
                 from = from.label(),
                 to = to.label(),
                 "health changed"
-            ),
-            Event::Switched {
-                from,
-                to,
-                reason,
-                detection,
-            } => {
-                let detection_ms = detection.map(|d| d.as_secs_f64() * 1e3);
-                tracing::warn!(
-                    from = engine.name(from),
-                    to = engine.name(to),
-                    reason = reason.label(),
-                    detection_ms,
-                    "switched datacenter"
-                );
-                *self.by_reason.entry(reason.label()).or_default() += 1;
-                if self.switches.len() >= SWITCH_LOG {
-                    self.switches.pop_front();
-                }
-                self.switches.push_back(json!({
-                    "unix_ms": clock::unix_millis(),
-                    "from": engine.name(from),
-                    "to": engine.name(to),
-                    "reason": reason.label(),
-                    "detection_ms": detection_ms,
-                    "stall_ms": null,
-                }));
-            }
-            Event::AllDown => {
-                tracing::warn!("every datacenter is down: nothing carries traffic")
-            }
-            Event::AnyUp => tracing::info!("a datacenter is alive again"),
-            Event::Resumed { gap } => tracing::warn!(
-                gap_ms = gap.as_millis() as u64,
-                "the process did not run (suspend or stop): resumed without blaming the datacenters"
-            ),
-            Event::Recovered { dc, stall } => {
-                let stall_ms = stall.as_secs_f64() * 1e3;
-                tracing::info!(
-                    datacenter = engine.name(dc),
-                    stall_ms,
-                    "data flows through the new datacenter"
-                );
-                if let Some(last) = self.switches.back_mut() {
-                    if last["to"] == engine.name(dc) && last["stall_ms"].is_null() {
-                        last["stall_ms"] = stall_ms.into();
-                    }
-                }
-            }
+            )
         }
+        Event::Health { dc, from, to } => tracing::info!(
+            datacenter = engine.name(dc),
+            from = from.label(),
+            to = to.label(),
+            "health changed"
+        ),
+        Event::Switched {
+            from,
+            to,
+            reason,
+            detection,
+        } => tracing::warn!(
+            from = engine.name(from),
+            to = engine.name(to),
+            reason = reason.label(),
+            detection_ms = detection.map(|d| d.as_secs_f64() * 1e3),
+            "switched datacenter"
+        ),
+        Event::AllDown => {
+            tracing::warn!("every datacenter is down: nothing carries traffic")
+        }
+        Event::AnyUp => tracing::info!("a datacenter is alive again"),
+        Event::Resumed { gap } => tracing::warn!(
+            gap_ms = gap.as_millis() as u64,
+            "the process did not run (suspend or stop): resumed without blaming the datacenters"
+        ),
+        Event::Recovered { dc, stall } => tracing::info!(
+            datacenter = engine.name(dc),
+            stall_ms = stall.as_secs_f64() * 1e3,
+            "data flows through the new datacenter"
+        ),
     }
+}
+
+/// The engine's switch records for `events` and `status`, newest last: wall-clock time, from,
+/// to, reason, detection and the stall each caused.
+fn switch_records(engine: &Engine) -> Vec<serde_json::Value> {
+    let (now, unix_now) = (clock::now(), clock::unix_millis());
+    engine
+        .switches()
+        .map(|r| {
+            let ago = now.saturating_duration_since(r.at).as_millis() as u64;
+            json!({
+                "unix_ms": unix_now.saturating_sub(ago),
+                "from": r.from,
+                "to": r.to,
+                "reason": r.reason.label(),
+                "detection_ms": r.detection.map(|d| d.as_secs_f64() * 1e3),
+                "stall_ms": r.stall.map(|d| d.as_secs_f64() * 1e3),
+            })
+        })
+        .collect()
 }
 
 fn stable_addresses(engine: &Engine) -> Vec<String> {
@@ -555,11 +539,7 @@ fn stable_addresses(engine: &Engine) -> Vec<String> {
 }
 
 /// The client's `status` answer: datacenters, drops, the session keeper, switches.
-pub fn status(
-    engine: &Engine,
-    send_errors: u64,
-    switches: &SwitchLog,
-) -> serde_json::Map<String, serde_json::Value> {
+pub fn status(engine: &Engine, send_errors: u64) -> serde_json::Map<String, serde_json::Value> {
     let k = engine.keeper_stats();
     let (flows, flow_cap) = engine.flows();
     let malformed: serde_json::Map<String, serde_json::Value> =
@@ -621,7 +601,7 @@ pub fn status(
         },
         "underlay_drops": drops_json(engine.underlay_drops()),
         "probe_replies_malformed": engine.probe_malformed(),
-        "switches": switches.switches,
+        "switches": switch_records(engine),
         "send_errors": send_errors,
     });
     match status {

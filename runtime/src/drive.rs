@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use engine::{Batch, Engine, Event};
 use tokio::sync::mpsc;
 
-use crate::client::{self, SwitchLog};
+use crate::client;
 use crate::config::{ClientConfig, FailMode};
 use crate::control::{self, Command};
 use crate::notify::Notifier;
@@ -203,7 +203,6 @@ pub async fn drive<L: LocalLink>(
         "{} ready", link.describe()
     );
     let mut udp_buf = vec![0u8; crate::BUFFER_LEN];
-    let mut switches = SwitchLog::default();
     let mut notifier = Notifier::from_env(clock::now());
     // The first timeout starts every handshake and arms every timer; after it, poll_timeout
     // always has a deadline, so control requests cannot keep pushing the first tick away.
@@ -248,7 +247,7 @@ pub async fn drive<L: LocalLink>(
             Some(request) = control_rx.recv() => {
                 let answer = match &request.command {
                     Command::Status => {
-                        let mut s = client::status(node.engine(), tx.send_errors(), &switches);
+                        let mut s = client::status(node.engine(), tx.send_errors());
                         s.insert("roaming".into(), roaming.status(node.engine()));
                         s.insert("fail_mode".into(), match config.fail_mode {
                             FailMode::Closed => "closed",
@@ -265,8 +264,8 @@ pub async fn drive<L: LocalLink>(
                         answer
                     }
                     Command::Metrics => serde_json::json!({"v": 1, "ok": true,
-                        "text": client::metrics(node.engine(), &switches, tx.send_errors()).render()}),
-                    other => client::operate(node.engine_mut(), other, &switches),
+                        "text": client::metrics(node.engine(), tx.send_errors()).render()}),
+                    other => client::operate(node.engine_mut(), other),
                 };
                 let _ = request.reply.send(answer);
             }
@@ -288,7 +287,7 @@ pub async fn drive<L: LocalLink>(
         let mut changed = false;
         while let Some(event) = node.engine_mut().poll_event() {
             roaming.on_event(node.engine(), &event);
-            switches.record(node.engine(), &event);
+            client::log_event(node.engine(), &event);
             link.on_event(&node, &event).await;
             changed = true;
         }
