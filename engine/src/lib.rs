@@ -21,8 +21,10 @@
 
 mod batch;
 pub mod gateway;
+pub mod resolve;
 
 pub use batch::Batch;
+pub use resolve::Lookup;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -76,6 +78,9 @@ pub struct DatacenterConfig {
     pub probe: ProbeTarget,
     /// random per process and tunnel (the front end draws it; the engine has no randomness)
     pub probe_nonce: u64,
+    /// the endpoint as a host name and port, resolved at run time (the tunnel's endpoint is
+    /// then [`tunnel::EndpointPolicy::Controlled`]: none until the name resolves)
+    pub endpoint_name: Option<(String, u16)>,
 }
 
 /// What the engine needs.
@@ -92,6 +97,9 @@ pub struct EngineConfig {
     /// local addresses, MSS clamp, flow table and switch-over recovery (its `stable` is
     /// replaced by the one above)
     pub keeper: KeeperConfig,
+    /// what the client routes into its tunnels: an endpoint name resolving in here is refused
+    /// (the tunnel's packets would go through itself)
+    pub routes: Vec<tunnel::Prefix>,
 }
 
 /// Index of a datacenter in configuration order.
@@ -139,6 +147,21 @@ pub enum Event {
     AllDown,
     /// after [`Event::AllDown`]: a datacenter is alive again
     AnyUp,
+    /// a datacenter's endpoint name resolved to a new address, which its tunnel uses now
+    EndpointResolved {
+        /// which
+        dc: DcId,
+        /// the new endpoint
+        endpoint: SocketAddr,
+    },
+    /// a datacenter's endpoint name did not resolve to a usable address; the last good one
+    /// stays, and the name is asked again after a backoff
+    ResolveFailed {
+        /// which
+        dc: DcId,
+        /// why, for the log
+        error: String,
+    },
     /// the engine was called `gap` later than its own deadline: the process did not run
     /// (suspend, SIGSTOP, a paused VM). It resumed without blaming the datacenters: nothing
     /// was declared down for the silence and every tunnel was probed at once.
@@ -359,6 +382,10 @@ pub struct Engine {
     switches: VecDeque<SwitchRecord>,
     /// every switch since start, by reason ([`SwitchReason::ALL`]'s order)
     switch_counts: [u64; SwitchReason::ALL.len()],
+    /// the endpoint-name policy
+    resolver: resolve::Resolver,
+    /// lookups due, until [`Engine::poll_lookup`]
+    lookups: VecDeque<Lookup>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -398,6 +425,27 @@ impl Datacenter {
     }
 }
 
+/// The endpoint-name policy for `config`: its named endpoints, all due at `now`; the client's
+/// own addresses and what it routes into its tunnels are refused as answers.
+fn resolver_for(config: &EngineConfig, now: Instant) -> resolve::Resolver {
+    let names = config.datacenters.iter().filter_map(|d| {
+        d.endpoint_name
+            .as_ref()
+            .map(|(host, port)| (d.name.clone(), host.clone(), *port))
+    });
+    let own: Vec<IpAddr> = [
+        config.stable.v4.map(IpAddr::V4),
+        config.stable.v6.map(IpAddr::V6),
+        config.keeper.local.v4.map(IpAddr::V4),
+        config.keeper.local.v6.map(IpAddr::V6),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(config.datacenters.iter().map(|d| d.probe.addr()))
+    .collect();
+    resolve::Resolver::new(names, own, config.routes.clone(), now)
+}
+
 fn probe_source(stable: &StableAddresses, dc: &DatacenterConfig) -> Result<IpAddr, EngineError> {
     let target = dc.probe.addr();
     match target {
@@ -417,6 +465,7 @@ impl Engine {
         if config.datacenters.is_empty() {
             return Err(EngineError::NoDatacenter);
         }
+        let resolver = resolver_for(&config, now);
         let mut dcs = Vec::with_capacity(config.datacenters.len());
         for (i, dc) in config.datacenters.into_iter().enumerate() {
             let probe_source = probe_source(&config.stable, &dc)?;
@@ -459,6 +508,8 @@ impl Engine {
             resumes: 0,
             switches: VecDeque::with_capacity(SWITCH_RECORDS),
             switch_counts: [0; SwitchReason::ALL.len()],
+            resolver,
+            lookups: VecDeque::new(),
         })
     }
 
@@ -618,6 +669,7 @@ impl Engine {
     /// When [`Engine::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let recovery = self.recovery.map(|r| r.deadline);
+        let names = self.resolver.next_due();
         self.dcs
             .iter()
             .flat_map(|d| {
@@ -627,6 +679,7 @@ impl Engine {
                     .chain([d.monitor.poll_timeout()])
             })
             .chain(recovery)
+            .chain(names)
             .min()
     }
 
@@ -662,6 +715,50 @@ impl Engine {
         if let Some(r) = self.recovery.as_mut() {
             r.ready |= now >= r.deadline;
         }
+        self.lookups.extend(self.resolver.due(now));
+    }
+
+    /// The next endpoint-name lookup to start, if any: the front end resolves `host` (with a
+    /// timeout) and hands the answer to [`Engine::handle_resolved`]. Call after
+    /// [`Engine::handle_timeout`] until `None`.
+    pub fn poll_lookup(&mut self) -> Option<Lookup> {
+        self.lookups.pop_front()
+    }
+
+    /// The answer to a [`Lookup`] of datacenter `dc` (its name): the addresses found, or the
+    /// error. A usable new address becomes the tunnel's endpoint ([`Event::EndpointResolved`]);
+    /// answers that would loop are refused ([`Event::ResolveFailed`]; the last good address
+    /// stays). `jitter` in [0, 1) spreads retries: the front end draws it (the engine has no
+    /// randomness).
+    pub fn handle_resolved(
+        &mut self,
+        now: Instant,
+        dc: &str,
+        result: Result<Vec<SocketAddr>, String>,
+        jitter: f64,
+    ) {
+        let outcome = self.resolver.answer(dc, result, now, jitter);
+        let Some(id) = self.find(dc) else {
+            return;
+        };
+        match outcome {
+            resolve::Outcome::NewEndpoint(_, endpoint) => {
+                let _ = self.set_endpoint(id, endpoint);
+                push_event(
+                    &mut self.events,
+                    Event::EndpointResolved { dc: id, endpoint },
+                );
+            }
+            resolve::Outcome::Unchanged => {}
+            resolve::Outcome::Failed(error) => {
+                push_event(&mut self.events, Event::ResolveFailed { dc: id, error });
+            }
+        }
+    }
+
+    /// Every named endpoint: `(datacenter, host, current address, failed lookups)`.
+    pub fn endpoint_names(&self) -> impl Iterator<Item = (&str, &str, Option<SocketAddr>, u64)> {
+        self.resolver.status()
     }
 
     /// Queues the probes `dc` owes now.
@@ -721,6 +818,10 @@ impl Engine {
                 changed = true;
                 if down.is_some() {
                     dc.last_down = down;
+                }
+                if to == PathHealth::Down {
+                    // its name may point elsewhere now
+                    self.resolver.datacenter_down(&dc.name, now);
                 }
                 push_event(
                     &mut self.events,
@@ -927,6 +1028,7 @@ impl Engine {
         if config.stable != self.keeper_stable() {
             return Err(EngineError::StableChanged);
         }
+        let resolver = resolver_for(&config, now);
         // Validate and build everything new before touching the running state.
         let mut report = ReloadReport::default();
         let mut plan: Vec<(DatacenterConfig, Option<usize>)> = Vec::new();
@@ -966,6 +1068,7 @@ impl Engine {
                 tunnel: dc.tunnel.clone(),
                 probe: dc.probe,
                 probe_nonce: dc.probe_nonce,
+                endpoint_name: dc.endpoint_name.clone(),
             };
             cfg.tunnel.index = next_index;
             next_index += 1;
@@ -1015,6 +1118,9 @@ impl Engine {
         }
         self.recovery = None;
         self.awaiting_data = None;
+        // names are resolved afresh (a lookup still in flight is answered to the new policy)
+        self.resolver = resolver;
+        self.lookups.clear();
         self.keeper.reconfigure(&config.keeper);
         self.after_health_changes(now, true);
         Ok(report)
@@ -1050,6 +1156,8 @@ impl Engine {
         for d in &mut self.dcs {
             d.monitor.probe_now(now);
         }
+        // another resolver, other answers: every name is asked again now
+        self.resolver.network_changed(now);
     }
 
     /// Sets a datacenter's endpoint (a resolved host name); its tunnel then sends there and

@@ -95,6 +95,7 @@ impl Sim {
                 },
                 probe: ProbeTarget::Gateway(IpAddr::from(GW_INNER)),
                 probe_nonce: seed.wrapping_mul(31).wrapping_add(i as u64),
+                endpoint_name: None,
             });
             let gw = Gateway::new(GatewayConfig {
                 private_key: key,
@@ -126,6 +127,7 @@ impl Sim {
                     recovery,
                     ..KeeperConfig::new(StableAddresses::default(), 1420)
                 },
+                routes: Vec::new(),
             },
             t0,
         )
@@ -901,11 +903,13 @@ fn config_for(sim: &Sim, dcs: &[usize], policy: Policy) -> EngineConfig {
                 },
                 probe: ProbeTarget::Gateway(IpAddr::from(GW_INNER)),
                 probe_nonce: sim.seed.wrapping_mul(31).wrapping_add(i as u64),
+                endpoint_name: None,
             })
             .collect(),
         probe: ProbeConfig::default(),
         policy,
         keeper: KeeperConfig::new(StableAddresses::default(), 1420),
+        routes: Vec::new(),
     }
 }
 
@@ -1146,4 +1150,96 @@ fn the_switch_record_carries_detection_and_the_stall_it_caused() {
         .events
         .iter()
         .any(|e| matches!(e, Event::Recovered { dc: DcId(1), stall: s } if *s == stall)));
+}
+
+/// The lookups the engine hands out now.
+fn lookups(sim: &mut Sim) -> Vec<engine::Lookup> {
+    std::iter::from_fn(|| sim.client.poll_lookup()).collect()
+}
+
+#[test]
+fn endpoint_names_are_asked_for_answers_judged_and_asked_again() {
+    let mut sim = warm(2, 51, priority());
+    // dc1's endpoint becomes a name (a reload): no endpoint until it resolves
+    let mut cfg = config_for(&sim, &[0, 1], priority());
+    cfg.routes = vec!["198.19.0.0/16".parse().unwrap()];
+    cfg.datacenters[0].tunnel.endpoint = EndpointPolicy::Controlled;
+    cfg.datacenters[0].endpoint_name = Some(("dc1.example".into(), 51820));
+    let now = sim.now;
+    sim.client.reconfigure(cfg, now).unwrap();
+    sim.client.handle_timeout(now);
+    let asked = lookups(&mut sim);
+    assert_eq!(
+        asked,
+        [engine::Lookup {
+            dc: "dc1".into(),
+            host: "dc1.example".into(),
+            port: 51820
+        }]
+    );
+    assert!(
+        lookups(&mut sim).is_empty(),
+        "one lookup in flight per name"
+    );
+    assert_eq!(sim.client.status()[0].endpoint, None);
+    // answers that would loop are refused: loopback, and anything routed into the tunnels
+    let dc1 = sim.dc_keys[0].0;
+    sim.events.clear();
+    sim.client.handle_resolved(
+        now,
+        "dc1",
+        Ok(vec![
+            "127.0.0.1:51820".parse().unwrap(),
+            "198.19.0.5:51820".parse().unwrap(),
+        ]),
+        0.0,
+    );
+    sim.collect_events();
+    assert!(
+        sim.events
+            .iter()
+            .any(|e| matches!(e, Event::ResolveFailed { dc: DcId(0), .. })),
+        "{:?}",
+        sim.events
+    );
+    assert_eq!(sim.client.status()[0].endpoint, None);
+    // retried after the backoff (1 s, up to 1.5 s with jitter), not before
+    let t = sim.elapsed();
+    sim.run_until(t + Duration::from_millis(900));
+    assert!(lookups(&mut sim).is_empty());
+    sim.run_until(t + Duration::from_millis(1_100));
+    assert_eq!(lookups(&mut sim).len(), 1);
+    // a good answer becomes the endpoint, and the tunnel comes up
+    let now = sim.now;
+    sim.client.handle_resolved(now, "dc1", Ok(vec![dc1]), 0.0);
+    sim.collect_events();
+    assert!(sim.events.contains(&Event::EndpointResolved {
+        dc: DcId(0),
+        endpoint: dc1
+    }));
+    let t = sim.elapsed();
+    sim.run_until(t + Duration::from_secs(2));
+    assert_eq!(sim.client.status()[0].endpoint, Some(dc1));
+    assert_eq!(sim.client.status()[0].health, probe::PathHealth::Up);
+    assert!(
+        lookups(&mut sim).is_empty(),
+        "a good answer is kept for a minute"
+    );
+    // dc1 going down has its name asked again (at most every 5 s): it may point elsewhere
+    sim.links[0].black_up = true;
+    sim.links[0].black_down = true;
+    let t = sim.elapsed();
+    sim.run_until(t + Duration::from_secs(6));
+    assert_eq!(sim.client.status()[0].health, probe::PathHealth::Down);
+    assert_eq!(lookups(&mut sim).len(), 1, "asked again after going down");
+    // a failed lookup keeps the last good address
+    let now = sim.now;
+    sim.client
+        .handle_resolved(now, "dc1", Err("SERVFAIL".into()), 0.5);
+    assert_eq!(sim.client.status()[0].endpoint, Some(dc1));
+    // a network change asks every name again at once
+    let now = sim.now + Duration::from_millis(1);
+    sim.client.network_changed(now);
+    sim.client.handle_timeout(now);
+    assert_eq!(lookups(&mut sim).len(), 1);
 }

@@ -36,6 +36,10 @@ pub fn engine_config(config: &ClientConfig) -> EngineConfig {
                 },
             },
             probe_nonce: rand_core::OsRng.next_u64(),
+            endpoint_name: match &d.endpoint {
+                Endpoint::Name { host, port } => Some((host.clone(), *port)),
+                Endpoint::Addr(_) => None,
+            },
             name: d.name.clone(),
             tunnel: TunnelConfig {
                 private_key: config.private_key.clone(),
@@ -69,6 +73,7 @@ pub fn engine_config(config: &ClientConfig) -> EngineConfig {
         probe: config.probe.clone(),
         policy: config.policy,
         keeper,
+        routes: config.routes.clone(),
     }
 }
 
@@ -498,6 +503,16 @@ pub fn log_event(engine: &Engine, event: &Event) {
             tracing::warn!("every datacenter is down: nothing carries traffic")
         }
         Event::AnyUp => tracing::info!("a datacenter is alive again"),
+        Event::EndpointResolved { dc, endpoint } => tracing::info!(
+            datacenter = engine.name(dc),
+            %endpoint,
+            "endpoint resolved"
+        ),
+        Event::ResolveFailed { dc, ref error } => tracing::warn!(
+            datacenter = engine.name(dc),
+            error = %error,
+            "resolving the endpoint failed; the last good address stays"
+        ),
         Event::Resumed { gap } => tracing::warn!(
             gap_ms = gap.as_millis() as u64,
             "the process did not run (suspend or stop): resumed without blaming the datacenters"

@@ -210,14 +210,13 @@ pub async fn drive<L: LocalLink>(
     node.handle_timeout(now);
     tx.flush(&mut node, now).await;
     notifier.ready(&client::status_line(node.engine()));
-    let mut roaming = Roaming::new(&config, changes, clock::now());
+    let mut roaming = Roaming::new(changes);
     let result = loop {
-        let dns_due = roaming.before_sleep(clock::now());
+        roaming.before_sleep(node.engine_mut());
         let deadline = node
             .poll_timeout()
             .into_iter()
             .chain(notifier.next_watchdog())
-            .chain(dns_due)
             .min()
             .unwrap_or_else(|| clock::now() + clock::IDLE_WAKE);
         tokio::select! {
@@ -257,11 +256,7 @@ pub async fn drive<L: LocalLink>(
                         serde_json::Value::Object(s)
                     }
                     Command::Reload => {
-                        let answer = link.reload(&mut node, &mut config);
-                        if control::is_ok(&answer) {
-                            roaming = roaming.reconfigured(&config, clock::now());
-                        }
-                        answer
+                        link.reload(&mut node, &mut config)
                     }
                     Command::Metrics => serde_json::json!({"v": 1, "ok": true,
                         "text": client::metrics(node.engine(), tx.send_errors()).render()}),
@@ -276,9 +271,7 @@ pub async fn drive<L: LocalLink>(
                     break Ok(());
                 }
                 SignalRequest::Reload => {
-                    if control::is_ok(&link.reload(&mut node, &mut config)) {
-                        roaming = roaming.reconfigured(&config, clock::now());
-                    }
+                    link.reload(&mut node, &mut config);
                 }
             }
         }
@@ -286,7 +279,6 @@ pub async fn drive<L: LocalLink>(
         link.after_pass(&mut node).await;
         let mut changed = false;
         while let Some(event) = node.engine_mut().poll_event() {
-            roaming.on_event(node.engine(), &event);
             client::log_event(node.engine(), &event);
             link.on_event(&node, &event).await;
             changed = true;

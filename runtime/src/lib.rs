@@ -16,7 +16,6 @@ pub mod metrics;
 pub mod netwatch;
 pub mod notify;
 pub mod privileges;
-pub mod resolve;
 pub mod roaming;
 pub mod underlay;
 

@@ -274,6 +274,7 @@ pub fn engine_config() -> EngineConfig {
             },
             probe: ProbeTarget::Gateway(GATEWAY_INNER.into()),
             probe_nonce: 0x5eed,
+            endpoint_name: None,
         }],
         probe: ProbeConfig::default(),
         policy: Policy::Priority { failback: true },
@@ -281,6 +282,7 @@ pub fn engine_config() -> EngineConfig {
             max_flows: 64,
             ..KeeperConfig::new(StableAddresses::default(), MTU)
         },
+        routes: Vec::new(),
     }
 }
 

@@ -936,6 +936,7 @@ fn build(opts: Opts, t0: Instant) -> (GuestNet, Vec<(SocketAddr, Gateway)>) {
             },
             probe: ProbeTarget::Gateway(GW_INNER.into()),
             probe_nonce: opts.seed.wrapping_mul(31).wrapping_add(i as u64),
+            endpoint_name: None,
         });
         let gw = Gateway::new(GatewayConfig {
             private_key: gw_key,
@@ -969,6 +970,7 @@ fn build(opts: Opts, t0: Instant) -> (GuestNet, Vec<(SocketAddr, Gateway)>) {
                 max_flows: 4096,
                 ..KeeperConfig::new(StableAddresses::default(), mtu)
             },
+            routes: Vec::new(),
         },
         t0,
     )

@@ -8,8 +8,9 @@
 //! multicast, broadcast, the client's own stable and local addresses, and anything the client
 //! routes into its tunnels (a tunnel's packets would be sent through itself).
 //!
-//! This module schedules and judges; the lookups themselves are the caller's (the daemon runs
-//! each with a timeout and hands the answer back with [`Resolver::answer`]).
+//! This module schedules and judges; the lookups themselves are the front end's: the engine
+//! hands out due ones ([`crate::Engine::poll_lookup`]) and is told each answer
+//! ([`crate::Engine::handle_resolved`]), which the front end gets with a timeout.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
