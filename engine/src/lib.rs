@@ -246,6 +246,12 @@ pub enum EngineError {
     /// a reload changed the stable address
     #[error("the stable address changed: the gateways claim it; restart the daemon to change it")]
     StableChanged,
+    /// a reload changed what the running engine cannot change under live flows
+    #[error("{what} changed: restart the daemon to apply it")]
+    RestartNeeded {
+        /// which setting, as the configuration names it
+        what: &'static str,
+    },
     /// a tunnel could not be built
     #[error("datacenter {name}: {source}")]
     Tunnel {
@@ -1027,6 +1033,19 @@ impl Engine {
         }
         if config.stable != self.keeper_stable() {
             return Err(EngineError::StableChanged);
+        }
+        // The local side was set up with this MTU (the TUN's, or what DHCP and router
+        // advertisements told the guest) and the flow table was sized at start: neither
+        // changes under live flows.
+        if config.keeper.mtu != self.keeper.mtu() {
+            return Err(EngineError::RestartNeeded {
+                what: "the smallest datacenter mtu (the local side's MTU)",
+            });
+        }
+        if config.keeper.max_flows != self.keeper.flows().cap() {
+            return Err(EngineError::RestartNeeded {
+                what: "client.flow_table_size",
+            });
         }
         let resolver = resolver_for(&config, now);
         // Validate and build everything new before touching the running state.

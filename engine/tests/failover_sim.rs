@@ -1031,6 +1031,23 @@ fn a_reload_keeps_unchanged_tunnels_and_the_active_one() {
         Err(engine::EngineError::StableChanged)
     ));
     assert_eq!(sim.client.status().len(), 3);
+    // so are a new MTU (the local side was set up with the old one) and a new flow table size
+    let mut cfg = config_for(&sim, &[0], priority());
+    cfg.keeper.mtu = 1380;
+    assert!(matches!(
+        sim.client.reconfigure(cfg, now),
+        Err(engine::EngineError::RestartNeeded { what }) if what.contains("mtu")
+    ));
+    let mut cfg = config_for(&sim, &[0], priority());
+    cfg.keeper.max_flows /= 2;
+    assert!(matches!(
+        sim.client.reconfigure(cfg, now),
+        Err(engine::EngineError::RestartNeeded {
+            what: "client.flow_table_size"
+        })
+    ));
+    assert_eq!(sim.client.status().len(), 3);
+    assert_eq!(sim.client.mtu(), 1420);
 }
 
 /// The laptop sleeps 300 s (boot time jumps; nothing ran meanwhile, so nothing was received

@@ -77,20 +77,17 @@ pub fn engine_config(config: &ClientConfig) -> EngineConfig {
     }
 }
 
-/// Why a reloaded configuration cannot be applied without a restart, if it cannot.
+/// Why a reloaded configuration cannot be applied without a restart, if it cannot, for what
+/// only the IO floor uses (the interface, its routes and address, sockets, privileges, the
+/// fail mode's routes). What the engine cannot change — the stable address, the MTU, the flow
+/// table — [`Engine::reconfigure`] refuses itself.
 pub fn restart_needed(old: &ClientConfig, new: &ClientConfig) -> Option<&'static str> {
-    if (old.stable_v4, old.stable_v6) != (new.stable_v4, new.stable_v6) {
-        Some("client.stable_address")
-    } else if old.interface != new.interface {
+    if old.interface != new.interface {
         Some("client.interface")
     } else if old.routes != new.routes {
         Some("client.routes")
     } else if old.control_socket != new.control_socket {
         Some("client.control_socket")
-    } else if old.flow_table_size != new.flow_table_size {
-        Some("client.flow_table_size")
-    } else if old.mtu() != new.mtu() {
-        Some("the smallest datacenter mtu (the TUN's MTU)")
     } else if old.operations != new.operations {
         Some("client.control_group, client.metrics_listen or client.user")
     } else if (old.local_v4, old.local_v6) != (new.local_v4, new.local_v6) {
