@@ -748,15 +748,15 @@ impl Engine {
             return;
         };
         match outcome {
-            resolve::Outcome::NewEndpoint(_, endpoint) => {
+            resolve::Judged::NewEndpoint(_, endpoint) => {
                 let _ = self.set_endpoint(id, endpoint);
                 push_event(
                     &mut self.events,
                     Event::EndpointResolved { dc: id, endpoint },
                 );
             }
-            resolve::Outcome::Unchanged => {}
-            resolve::Outcome::Failed(error) => {
+            resolve::Judged::Unchanged => {}
+            resolve::Judged::Failed(error) => {
                 push_event(&mut self.events, Event::ResolveFailed { dc: id, error });
             }
         }

@@ -53,7 +53,7 @@ pub struct Lookup {
 
 /// What an answer changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Judged {
     /// use this endpoint from now on
     NewEndpoint(String, SocketAddr),
     /// the same endpoint as before
@@ -149,13 +149,13 @@ impl Resolver {
         result: Result<Vec<SocketAddr>, String>,
         now: Instant,
         jitter: f64,
-    ) -> Outcome {
+    ) -> Judged {
         let forbidden: Vec<bool> = match &result {
             Ok(addrs) => addrs.iter().map(|a| self.refused(a.ip())).collect(),
             Err(_) => Vec::new(),
         };
         let Some(e) = self.entries.iter_mut().find(|e| e.dc == dc) else {
-            return Outcome::Unchanged;
+            return Judged::Unchanged;
         };
         e.in_flight = false;
         let usable: Vec<SocketAddr> = match result {
@@ -186,18 +186,18 @@ impl Resolver {
         e.backoff = BACKOFF_MIN;
         e.next_at = now + REFRESH;
         if e.current == Some(addr) {
-            return Outcome::Unchanged;
+            return Judged::Unchanged;
         }
         e.current = Some(addr);
-        Outcome::NewEndpoint(e.dc.clone(), addr)
+        Judged::NewEndpoint(e.dc.clone(), addr)
     }
 
-    fn fail(e: &mut Entry, now: Instant, jitter: f64, why: String) -> Outcome {
+    fn fail(e: &mut Entry, now: Instant, jitter: f64, why: String) -> Judged {
         e.failures += 1;
         let wait = e.backoff.mul_f64(1.0 + jitter.clamp(0.0, 1.0) * 0.5);
         e.next_at = now + wait;
         e.backoff = (e.backoff * 2).min(BACKOFF_MAX);
-        Outcome::Failed(why)
+        Judged::Failed(why)
     }
 
     /// `dc` went down: its name may point elsewhere now. Asks again soon (not more often
@@ -266,13 +266,13 @@ mod tests {
             t0,
             0.0,
         );
-        assert!(matches!(out, Outcome::Failed(_)));
+        assert!(matches!(out, Judged::Failed(_)));
         assert_eq!(r.next_due(), Some(t0 + BACKOFF_MIN));
         let t1 = t0 + BACKOFF_MIN;
         r.due(t1);
         assert_eq!(
             r.answer("dc1", Ok(vec![addr("198.18.0.11:51820")]), t1, 0.0),
-            Outcome::NewEndpoint("dc1".into(), addr("198.18.0.11:51820"))
+            Judged::NewEndpoint("dc1".into(), addr("198.18.0.11:51820"))
         );
         assert_eq!(r.next_due(), Some(t1 + REFRESH));
         // a failed refresh keeps the address and backs off
@@ -280,7 +280,7 @@ mod tests {
         r.due(t2);
         assert!(matches!(
             r.answer("dc1", Err("SERVFAIL".into()), t2, 0.0),
-            Outcome::Failed(_)
+            Judged::Failed(_)
         ));
         assert_eq!(
             r.status().next().unwrap().2,
@@ -296,7 +296,7 @@ mod tests {
                 t3,
                 0.0
             ),
-            Outcome::Unchanged
+            Judged::Unchanged
         );
     }
 
