@@ -3,10 +3,21 @@
 //! client. The `failoverd gateway` front end owns the sockets, the TUN and the neighbour
 //! takeover; every decision is made here, sans-IO.
 //!
-//! Calling contract: [`Gateway::handle_datagram`] for every underlay datagram (then drain
-//! [`Gateway::poll_transmit`]), [`Gateway::handle_inside_packet`] for every packet from the
-//! datacenter side, [`Gateway::handle_timeout`] no later than [`Gateway::poll_timeout`], and
-//! [`Gateway::poll_event`] until `None` after each.
+//! Calling contract: [`Gateway::handle_datagram`] for every underlay datagram,
+//! [`Gateway::handle_inside_packet`] for every packet from the datacenter side,
+//! [`Gateway::handle_timeout`] no later than [`Gateway::poll_timeout`]; after each,
+//! [`Gateway::poll_event`] until `None`, carrying out every claim and release and reporting
+//! each claim's result with [`Gateway::claim_done`], then [`Gateway::poll_transmit`] until it
+//! adds nothing.
+//!
+//! The claim decisions: a client's probe with intent Active makes this gateway claim its
+//! addresses ([`GatewayEvent::Claim`]), and the probe's answer is held until the front end
+//! says the claim is in place — the client takes that answer to mean the return path follows
+//! it. A claim that failed is forgotten, so the client's next Active probe tries again. A
+//! claim that landed is announced again after 1 s and 3 s ([`GatewayEvent::Announce`]) in
+//! case an announcement was lost on the segment, but only while the client still probes
+//! here at its usual pace: a gateway that lost its client must not pull the return path back
+//! from the gateway the client moved to.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -16,6 +27,17 @@ use probe::echo::{ClaimChange, EchoResponder};
 use tunnel::{
     DropCounters, DropReason, Outcome, PeerConfig, PeerId, PrivateKey, Responder, Transmit,
 };
+
+use crate::Batch;
+
+/// After a claim landed, it is announced again after these delays.
+pub const REANNOUNCE: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
+
+/// Timer datagrams (handshake initiations, keepalives; at most a data packet a session queued)
+/// and held probe answers wait in the gateway's outbox for [`Gateway::poll_transmit`] …
+const OUTBOX_SLOT: usize = 2048;
+/// … which holds this many; beyond it they are dropped and counted (their timers fire again).
+const OUTBOX_SLOTS: usize = 1024;
 
 /// How a client's return path is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +86,13 @@ pub struct GatewayReload {
 /// What the front end must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatewayEvent {
-    /// attract the client's return traffic (route + neighbour takeover)
+    /// attract the client's return traffic (route + neighbour takeover), then report the
+    /// result with [`Gateway::claim_done`]
     Claim(PeerId),
     /// stop attracting it
     Release(PeerId),
+    /// announce the client's claimed addresses again (gratuitous ARP, unsolicited NA)
+    Announce(PeerId),
 }
 
 /// Counters of probe requests not acted on.
@@ -96,6 +121,14 @@ pub struct Gateway {
     inside_drops: DropCounters,
     refusals: ProbeRefusals,
     probes_answered: u64,
+    /// timer datagrams and released probe answers, until [`Gateway::poll_transmit`]
+    outbox: Batch,
+    /// probe answers waiting for their client's claim to land (one per client at most)
+    held: Vec<(PeerId, SocketAddr, Vec<u8>)>,
+    /// announcements due: when, for whom
+    reannounce: Vec<(Instant, PeerId)>,
+    /// datagrams dropped because the outbox was full
+    outbox_full: u64,
 }
 
 impl Gateway {
@@ -117,11 +150,16 @@ impl Gateway {
             clients: config.clients,
             events,
             probe_buf: Vec::with_capacity(128),
-            scratch: vec![0u8; tunnel::min_buffer_len(256)],
+            // the session timers may flush a queued packet: any datagram must fit
+            scratch: vec![0u8; tunnel::min_buffer_len(tunnel::MAX_DATAGRAM)],
             flushing: None,
             inside_drops: DropCounters::default(),
             refusals: ProbeRefusals::default(),
             probes_answered: 0,
+            outbox: Batch::new(OUTBOX_SLOTS, OUTBOX_SLOT),
+            held: Vec::new(),
+            reannounce: Vec::new(),
+            outbox_full: 0,
         })
     }
 
@@ -193,6 +231,10 @@ impl Gateway {
         {
             self.flushing = None;
         }
+        let responder = &self.responder;
+        self.held.retain(|(p, _, _)| responder.peer(*p).is_some());
+        self.reannounce
+            .retain(|(_, p)| responder.peer(*p).is_some());
         Ok(report)
     }
 
@@ -211,11 +253,34 @@ impl Gateway {
         self.refusals
     }
 
-    /// A claim could not be carried out: forget it so the client's next Active probe retries.
-    pub fn claim_failed(&mut self, peer: PeerId) {
-        if self.return_path(peer) == Some(ReturnPath::Claim) {
+    /// The front end carried out a [`GatewayEvent::Claim`] for `peer` at `now`: `landed` if
+    /// every address is claimed. The probe answer held for the claim is released (to
+    /// [`Gateway::poll_transmit`]) either way; a claim that landed is announced again later
+    /// ([`REANNOUNCE`]); one that failed is forgotten, so the client's next Active probe
+    /// tries again.
+    pub fn claim_done(&mut self, now: Instant, peer: PeerId, landed: bool) {
+        if landed {
+            self.reannounce
+                .extend(REANNOUNCE.iter().map(|d| (now + *d, peer)));
+        } else if self.return_path(peer) == Some(ReturnPath::Claim) {
             self.echo.claim_failed(peer.0);
         }
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held.get(i).is_some_and(|(p, _, _)| *p == peer) {
+                let (_, to, datagram) = self.held.swap_remove(i);
+                if !self.outbox.push(to, &datagram) {
+                    self.outbox_full += 1;
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Datagrams dropped because the outbox was full.
+    pub fn outbox_full(&self) -> u64 {
+        self.outbox_full
     }
 
     /// Probe requests answered.
@@ -273,9 +338,13 @@ impl Gateway {
             self.refusals.stale += 1;
         }
         let reply = answer.reply;
+        let mut hold = false;
         if self.return_path(peer) == Some(ReturnPath::Claim) {
             match answer.change {
-                Some(ClaimChange::Claim) => self.events.push_back(GatewayEvent::Claim(peer)),
+                Some(ClaimChange::Claim) => {
+                    self.events.push_back(GatewayEvent::Claim(peer));
+                    hold = true;
+                }
                 Some(ClaimChange::Release) => self.events.push_back(GatewayEvent::Release(peer)),
                 None => {}
             }
@@ -290,21 +359,39 @@ impl Gateway {
             &mut self.probe_buf,
         );
         self.probes_answered += 1;
-        match self.responder.peer_mut(peer) {
-            Some(tunnel) => tunnel.encapsulate(&self.probe_buf, &mut self.scratch),
-            None => Outcome::Done,
+        let Some(tunnel) = self.responder.peer_mut(peer) else {
+            return Outcome::Done;
+        };
+        match tunnel.encapsulate(&self.probe_buf, &mut self.scratch) {
+            Outcome::Transmit(t) if hold => {
+                // answered once the claim is in place (claim_done); one held answer per client
+                let datagram = t.datagram.to_vec();
+                self.held.retain(|(p, _, _)| *p != peer);
+                self.held.push((peer, t.to, datagram));
+                Outcome::Done
+            }
+            other => other,
         }
     }
 
-    /// Datagrams a session queued behind a completed handshake; call until `None` after a
-    /// `Transmit` from [`Gateway::handle_datagram`].
-    pub fn poll_transmit<'o>(&mut self, out: &'o mut [u8]) -> Option<Transmit<'o>> {
-        let peer = self.flushing?;
-        let t = self.responder.peer_mut(peer)?.poll_transmit(out);
-        if t.is_none() {
-            self.flushing = None;
+    /// Adds to `batch` what is due: timer datagrams, probe answers whose claim landed, and
+    /// what a session queued behind a completed handshake. Call after every `handle_*` and
+    /// [`Gateway::claim_done`], and again after sending, until it adds nothing. `batch`'s
+    /// slots must hold any datagram ([`Batch::for_datagrams`]).
+    pub fn poll_transmit(&mut self, batch: &mut Batch) {
+        self.outbox.drain_into(batch);
+        while let Some(peer) = self.flushing {
+            if batch.is_full() {
+                return;
+            }
+            let Some(tunnel) = self.responder.peer_mut(peer) else {
+                self.flushing = None;
+                return;
+            };
+            if !batch.fill(|slot| tunnel.poll_transmit(slot).map(|t| (t.to, t.datagram.len()))) {
+                self.flushing = None;
+            }
         }
-        t
     }
 
     /// Handles a packet from the datacenter side: encrypts it for the client whose allowed IPs
@@ -334,12 +421,34 @@ impl Gateway {
             .poll_timeout()
             .into_iter()
             .chain(self.echo.poll_timeout())
+            .chain(self.reannounce.iter().map(|(at, _)| *at))
             .min()
     }
 
-    /// Runs session timers and releases claims of silent clients.
-    pub fn handle_timeout(&mut self, now: Instant, out: &mut [u8], send: impl FnMut(Transmit<'_>)) {
-        self.responder.handle_timeout(now, out, send);
+    /// Runs session timers (their datagrams wait for [`Gateway::poll_transmit`]), releases
+    /// claims of silent clients and asks for due announcements.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let (outbox, full) = (&mut self.outbox, &mut self.outbox_full);
+        self.responder.handle_timeout(now, &mut self.scratch, |t| {
+            if !outbox.push(t.to, t.datagram) {
+                *full += 1;
+            }
+        });
+        if self.reannounce.iter().any(|&(at, _)| at <= now) {
+            let mut due = Vec::new();
+            self.reannounce.retain(|&(at, peer)| {
+                if at > now {
+                    return true;
+                }
+                due.push(peer);
+                false
+            });
+            for peer in due {
+                if self.claimed(peer) && self.echo.still_probing(peer.0, now) {
+                    self.events.push_back(GatewayEvent::Announce(peer));
+                }
+            }
+        }
         let mut silent = Vec::new();
         self.echo.handle_timeout(now, |i| silent.push(PeerId(i)));
         for peer in silent {
@@ -349,7 +458,7 @@ impl Gateway {
         }
     }
 
-    /// The next claim or release to carry out.
+    /// The next claim, release or announcement to carry out.
     pub fn poll_event(&mut self) -> Option<GatewayEvent> {
         self.events.pop_front()
     }

@@ -55,11 +55,14 @@ struct Sim {
     rng: u64,
     switches: Vec<(Duration, DcId, DcId, SwitchReason, Option<Duration>)>,
     claims: Vec<(Duration, usize, GatewayEvent)>,
+    /// how the gateways' claims turn out: landed, failed, or left unanswered (`None`)
+    claim_result: Option<bool>,
     /// packets gateways delivered to their inside network: (time, datacenter, packet)
     inside: Vec<(Duration, usize, Vec<u8>)>,
     out: Vec<u8>,
     out2: Vec<u8>,
     batch: engine::Batch,
+    gw_batch: engine::Batch,
     /// what a reload needs to rebuild the client's configuration
     client_key: PrivateKey,
     dc_keys: Vec<(SocketAddr, tunnel::PublicKey)>,
@@ -160,10 +163,12 @@ impl Sim {
             },
             switches: Vec::new(),
             claims: Vec::new(),
+            claim_result: Some(true),
             inside: Vec::new(),
             out: vec![0; 70_000],
             out2: vec![0; 70_000],
             batch: engine::Batch::for_datagrams(4),
+            gw_batch: engine::Batch::for_datagrams(4),
             dc_keys,
             client_key,
             seed,
@@ -218,9 +223,7 @@ impl Sim {
             self.events.push(e);
         }
         for i in 0..self.gateways.len() {
-            while let Some(e) = self.gateways[i].1.poll_event() {
-                self.claims.push((self.now - self.t0, i, e));
-            }
+            self.gateway_work(i);
         }
     }
 
@@ -259,14 +262,9 @@ impl Sim {
                     .poll_timeout()
                     .is_some_and(|t| t <= self.now)
                 {
-                    let mut sends = Vec::new();
                     let now = self.now;
-                    self.gateways[i]
-                        .1
-                        .handle_timeout(now, &mut self.out, |t| sends.push(t.datagram.to_vec()));
-                    for d in sends {
-                        self.send(true, i, d);
-                    }
+                    self.gateways[i].1.handle_timeout(now);
+                    self.gateway_work(i);
                 }
             }
             self.collect_events();
@@ -297,6 +295,30 @@ impl Sim {
         }
     }
 
+    /// What gateway `i`'s front end does after each call: every claim turns out as
+    /// `claim_result` says at once (the sim's inside network is ideal), then what it has to
+    /// send goes.
+    fn gateway_work(&mut self, i: usize) {
+        let now = self.now;
+        while let Some(e) = self.gateways[i].1.poll_event() {
+            self.claims.push((now - self.t0, i, e));
+            if let (GatewayEvent::Claim(peer), Some(landed)) = (e, self.claim_result) {
+                self.gateways[i].1.claim_done(now, peer, landed);
+            }
+        }
+        loop {
+            self.gateways[i].1.poll_transmit(&mut self.gw_batch);
+            if self.gw_batch.is_empty() {
+                return;
+            }
+            let sends: Vec<Vec<u8>> = self.gw_batch.iter().map(|t| t.datagram.to_vec()).collect();
+            self.gw_batch.clear();
+            for d in sends {
+                self.send(true, i, d);
+            }
+        }
+    }
+
     fn deliver(&mut self, f: InFlight) {
         let now = self.now;
         if f.to_client {
@@ -310,19 +332,16 @@ impl Sim {
             }
             self.client_transmits();
         } else {
-            let mut replies = Vec::new();
             let gw = &mut self.gateways[f.dc].1;
             match gw.handle_datagram(now, CLIENT.parse().unwrap(), &f.bytes, &mut self.out2) {
-                Outcome::Transmit(t) => replies.push(t.datagram.to_vec()),
+                Outcome::Transmit(t) => {
+                    let reply = t.datagram.to_vec();
+                    self.send(true, f.dc, reply);
+                }
                 Outcome::Deliver(p) => self.inside.push((now - self.t0, f.dc, p.to_vec())),
                 _ => {}
             }
-            while let Some(t) = gw.poll_transmit(&mut self.out2) {
-                replies.push(t.datagram.to_vec());
-            }
-            for r in replies {
-                self.send(true, f.dc, r);
-            }
+            self.gateway_work(f.dc);
         }
         self.collect_events();
     }
@@ -1259,4 +1278,82 @@ fn endpoint_names_are_asked_for_answers_judged_and_asked_again() {
     sim.client.network_changed(now);
     sim.client.handle_timeout(now);
     assert_eq!(lookups(&mut sim).len(), 1);
+}
+
+fn gateway_events(sim: &Sim, dc: usize, of: fn(&GatewayEvent) -> bool) -> Vec<Duration> {
+    sim.claims
+        .iter()
+        .filter(|(_, d, e)| *d == dc && of(e))
+        .map(|(at, _, _)| *at)
+        .collect()
+}
+
+#[test]
+fn the_answer_to_a_claiming_probe_waits_for_the_claim() {
+    let mut sim = Sim::new(2, 71, priority());
+    sim.claim_result = None;
+    sim.run_until(Duration::from_millis(500));
+    let claims = gateway_events(&sim, 0, |e| matches!(e, GatewayEvent::Claim(_)));
+    assert_eq!(claims.len(), 1, "{:?}", sim.claims);
+    // the answer is held while the claim is being carried out …
+    let mut batch = engine::Batch::for_datagrams(4);
+    sim.gateways[0].1.poll_transmit(&mut batch);
+    assert!(batch.is_empty());
+    // … and goes out as soon as the front end says it landed
+    let now = sim.now;
+    sim.gateways[0].1.claim_done(now, tunnel::PeerId(0), true);
+    sim.gateways[0].1.poll_transmit(&mut batch);
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch.iter().next().unwrap().to, CLIENT.parse().unwrap());
+    assert!(sim.gateways[0].1.claimed(tunnel::PeerId(0)));
+}
+
+#[test]
+fn a_failed_claim_is_tried_again_with_the_next_active_probe() {
+    let mut sim = Sim::new(2, 72, priority());
+    sim.claim_result = Some(false);
+    sim.run_until(Duration::from_millis(1_500));
+    let claims = gateway_events(&sim, 0, |e| matches!(e, GatewayEvent::Claim(_)));
+    assert!(claims.len() >= 3, "retried: {claims:?}");
+    assert!(!sim.gateways[0].1.claimed(tunnel::PeerId(0)));
+    assert!(
+        gateway_events(&sim, 0, |e| matches!(e, GatewayEvent::Announce(_))).is_empty(),
+        "nothing to announce for a claim that failed"
+    );
+    // once claims work again, the next Active probe claims, and once only
+    sim.claim_result = Some(true);
+    let before = claims.len();
+    sim.run_until(Duration::from_millis(1_600));
+    let claims = gateway_events(&sim, 0, |e| matches!(e, GatewayEvent::Claim(_)));
+    assert_eq!(claims.len(), before + 1, "{claims:?}");
+    assert!(sim.gateways[0].1.claimed(tunnel::PeerId(0)));
+}
+
+#[test]
+fn a_claim_is_announced_again_only_while_its_client_probes_here() {
+    let mut sim = warm(2, 73, priority());
+    sim.run_until(Duration::from_secs(4));
+    let claimed = gateway_events(&sim, 0, |e| matches!(e, GatewayEvent::Claim(_)));
+    let announced = gateway_events(&sim, 0, |e| matches!(e, GatewayEvent::Announce(_)));
+    assert_eq!(claimed.len(), 1);
+    let after: Vec<Duration> = announced.iter().map(|a| *a - claimed[0]).collect();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after[0] >= Duration::from_secs(1) && after[0] < Duration::from_millis(1_050));
+    assert!(after[1] >= Duration::from_secs(3) && after[1] < Duration::from_millis(3_050));
+    // dc2 claims after dc1 fails; then dc2's path breaks too, before its first
+    // re-announcement: the client's probes no longer reach it, so it announces nothing more
+    // (it must not pull the return path back from wherever the client goes next)
+    sim.links[0].black_up = true;
+    sim.links[0].black_down = true;
+    sim.run_until(Duration::from_millis(4_200));
+    let dc2_claims = gateway_events(&sim, 1, |e| matches!(e, GatewayEvent::Claim(_)));
+    assert_eq!(dc2_claims.len(), 1, "{:?}", sim.claims);
+    sim.links[1].black_up = true;
+    sim.links[1].black_down = true;
+    sim.run_until(Duration::from_secs(9));
+    let dc2_announced = gateway_events(&sim, 1, |e| matches!(e, GatewayEvent::Announce(_)));
+    assert!(
+        dc2_announced.is_empty(),
+        "dc2 lost its client before announcing again: {dc2_announced:?}"
+    );
 }

@@ -5,14 +5,14 @@
 //! wake-up. Every decision (which datagram belongs to whom, probe echo, when to claim or
 //! release) is `engine::gateway`'s; this file only carries them out.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use engine::gateway::{
     Gateway, GatewayClient, GatewayConfig as EngineGatewayConfig, GatewayEvent, ReturnPath,
 };
+use engine::Batch;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tunnel::{Outcome, PeerConfig, PeerId};
@@ -26,11 +26,8 @@ use runtime::notify::Notifier;
 use runtime::underlay;
 use runtime::{clock, drops_json, privileges, Shutdown, SignalRequest, BUFFER_LEN};
 
-/// Announcements are repeated after a claim, in case one is lost on the segment.
-const REANNOUNCE: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
-// A repeat is sent only while the client still probes at its usual pace
-// (`Gateway::still_probing`): a gateway that lost its client must not pull the return path
-// back from the gateway the client moved to.
+/// Datagrams handed out per `poll_transmit` call.
+const BATCH: usize = 16;
 
 /// The engine's view of the configured clients.
 fn engine_clients(config: &GatewayConfig) -> Vec<GatewayClient> {
@@ -204,57 +201,50 @@ pub async fn run(
     let mut tun_buf = vec![0u8; BUFFER_LEN];
     let mut udp_buf = vec![0u8; BUFFER_LEN];
     let mut out = vec![0u8; BUFFER_LEN];
-    let mut timer_sends: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
-    let mut reannounce: Vec<(Instant, PeerId, IpAddr)> = Vec::new();
+    let mut batch = Batch::for_datagrams(BATCH);
     let mut counters = Counters::default();
-    gateway.handle_timeout(clock::now(), &mut out, |t| {
-        timer_sends.push((t.to, t.datagram.to_vec()))
-    });
+    gateway.handle_timeout(clock::now());
     notifier.ready(&status_line(&gateway, &names));
     // the status line follows claims and releases (rebuilding it per datagram costs)
     let mut status_changes = 0;
     let result = loop {
-        notifier.kick(clock::now());
-        if notifier.enabled() && counters.claims + counters.releases != status_changes {
-            status_changes = counters.claims + counters.releases;
-            notifier.status(&status_line(&gateway, &names));
-        }
-        for (to, datagram) in timer_sends.drain(..) {
-            if socket
-                .send_to(&datagram, underlay::for_socket(to, dual_stack))
-                .await
-                .is_err()
-            {
-                counters.send_errors += 1;
-            }
-        }
+        // every claim, release and announcement the engine asked for, then what it sends:
+        // a probe's answer is released only once its claim is in place
         carry_out_all(
             &mut gateway,
             &claimable,
             &names,
             &mut takeover,
-            &mut reannounce,
             &mut counters,
         )
         .await;
-        let now = clock::now();
-        reannounce.retain(|(at, peer, addr)| {
-            if *at > now {
-                return true;
+        loop {
+            gateway.poll_transmit(&mut batch);
+            if batch.is_empty() {
+                break;
             }
-            let fresh = gateway.still_probing(*peer, now);
-            if fresh && gateway.claimed(*peer) && takeover.is_claimed(*addr) {
-                let _ = takeover.announce(*addr);
+            for t in batch.iter() {
+                if socket
+                    .send_to(t.datagram, underlay::for_socket(t.to, dual_stack))
+                    .await
+                    .is_err()
+                {
+                    counters.send_errors += 1;
+                }
             }
-            false
-        });
+            batch.clear();
+        }
+        notifier.kick(clock::now());
+        if notifier.enabled() && counters.claims + counters.releases != status_changes {
+            status_changes = counters.claims + counters.releases;
+            notifier.status(&status_line(&gateway, &names));
+        }
         let deadline = gateway
             .poll_timeout()
             .into_iter()
-            .chain(reannounce.iter().map(|(t, _, _)| *t))
             .chain(notifier.next_watchdog())
             .min()
-            .unwrap_or_else(|| now + clock::IDLE_WAKE);
+            .unwrap_or_else(|| clock::now() + clock::IDLE_WAKE);
         tokio::select! {
             read = tun.recv(&mut tun_buf) => {
                 let n = match read.context("reading from the TUN device") {
@@ -280,25 +270,14 @@ pub async fn run(
                         }
                     }
                     Outcome::Transmit(t) => {
-                        // A probe that asked for a claim is answered after the claim: the
-                        // client takes the answer to mean the return path is in place.
-                        let (to, reply) = (t.to, t.datagram.to_vec());
-                        carry_out_all(&mut gateway, &claimable, &names, &mut takeover, &mut reannounce, &mut counters).await;
-                        if socket.send_to(&reply, underlay::for_socket(to, dual_stack)).await.is_err() {
+                        if socket.send_to(t.datagram, underlay::for_socket(t.to, dual_stack)).await.is_err() {
                             counters.send_errors += 1;
-                        }
-                        while let Some(t) = gateway.poll_transmit(&mut out) {
-                            if socket.send_to(t.datagram, underlay::for_socket(t.to, dual_stack)).await.is_err() {
-                                counters.send_errors += 1;
-                            }
                         }
                     }
                     Outcome::Done | Outcome::Dropped(_) => {}
                 }
             }
-            () = clock::sleep_until(deadline) => {
-                gateway.handle_timeout(clock::now(), &mut out, |t| timer_sends.push((t.to, t.datagram.to_vec())));
-            }
+            () = clock::sleep_until(deadline) => gateway.handle_timeout(clock::now()),
             Some(request) = control_rx.recv() => {
                 let answer = match request.command {
                     Command::Status => status(&gateway, &names, &counters),
@@ -344,49 +323,60 @@ struct Counters {
     claim_errors: u64,
 }
 
-/// Carries out every pending claim change.
+/// Carries out every claim, release and announcement the engine asked for, and reports each
+/// claim's result to it.
 async fn carry_out_all(
     gateway: &mut Gateway,
     claimable: &[Vec<IpAddr>],
     names: &[String],
     takeover: &mut Takeover,
-    reannounce: &mut Vec<(Instant, PeerId, IpAddr)>,
     counters: &mut Counters,
 ) {
     while let Some(event) = gateway.poll_event() {
-        let done = carry_out(event, claimable, names, takeover, reannounce, counters).await;
-        if let (false, GatewayEvent::Claim(peer)) = (done, event) {
-            // the client's next Active probe tries again
-            gateway.claim_failed(peer);
+        let (peer, what) = match event {
+            GatewayEvent::Claim(p) => (p, Change::Claim),
+            GatewayEvent::Release(p) => (p, Change::Release),
+            GatewayEvent::Announce(p) => (p, Change::Announce),
+        };
+        let landed = carry_out(peer, what, claimable, names, takeover, counters).await;
+        if what == Change::Claim {
+            gateway.claim_done(clock::now(), peer, landed);
         }
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Claim,
+    Release,
+    Announce,
+}
+
+/// Carries out one change for every address of `peer`; whether all of them succeeded.
 async fn carry_out(
-    event: GatewayEvent,
+    peer: PeerId,
+    what: Change,
     claimable: &[Vec<IpAddr>],
     names: &[String],
     takeover: &mut Takeover,
-    reannounce: &mut Vec<(Instant, PeerId, IpAddr)>,
     counters: &mut Counters,
 ) -> bool {
-    let (peer, claim) = match event {
-        GatewayEvent::Claim(p) => (p, true),
-        GatewayEvent::Release(p) => (p, false),
-    };
     let name = names.get(peer.0).map_or("?", String::as_str);
     let mut all_ok = true;
     for addr in claimable.get(peer.0).into_iter().flatten() {
-        let result = if claim {
-            takeover.claim(*addr).await
-        } else {
-            takeover.release(*addr).await
+        let result = match what {
+            Change::Claim => takeover.claim(*addr).await,
+            Change::Release => takeover.release(*addr).await,
+            Change::Announce => {
+                if takeover.is_claimed(*addr) {
+                    let _ = takeover.announce(*addr);
+                }
+                continue;
+            }
         };
         match result {
-            Ok(()) if claim => {
+            Ok(()) if what == Change::Claim => {
                 counters.claims += 1;
-                let now = clock::now();
-                reannounce.extend(REANNOUNCE.iter().map(|d| (now + *d, peer, *addr)));
                 tracing::info!(client = name, %addr, "claimed client address");
             }
             Ok(()) => {
@@ -396,6 +386,7 @@ async fn carry_out(
             Err(e) => {
                 all_ok = false;
                 counters.claim_errors += 1;
+                let claim = what == Change::Claim;
                 tracing::error!(client = name, %addr, claim, error = %format!("{e:#}"), "claim change failed");
             }
         }

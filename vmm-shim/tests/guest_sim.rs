@@ -1021,6 +1021,7 @@ struct Sim {
     to_guest: Vec<Vec<u8>>,
     out: Vec<u8>,
     batch: engine::Batch,
+    gw_batch: engine::Batch,
     out2: Vec<u8>,
 }
 
@@ -1044,6 +1045,7 @@ impl Sim {
             to_guest: Vec::new(),
             out: vec![0; OUT_LEN],
             batch: engine::Batch::for_datagrams(4),
+            gw_batch: engine::Batch::for_datagrams(4),
             out2: vec![0; OUT_LEN],
         }
     }
@@ -1099,9 +1101,7 @@ impl Sim {
             }
         }
         for i in 0..self.gateways.len() {
-            while let Some(e) = self.gateways[i].1.poll_event() {
-                self.claims.push((self.now - self.t0, i, e));
-            }
+            self.gateway_work(i);
         }
         while let Some(f) = self.guest.poll_guest_frame() {
             self.to_guest.push(f);
@@ -1146,14 +1146,9 @@ impl Sim {
                     .poll_timeout()
                     .is_some_and(|t| t <= self.now)
                 {
-                    let mut sends = Vec::new();
                     let now = self.now;
-                    self.gateways[i]
-                        .1
-                        .handle_timeout(now, &mut self.out2, |t| sends.push(t.datagram.to_vec()));
-                    for d in sends {
-                        self.send(true, i, d);
-                    }
+                    self.gateways[i].1.handle_timeout(now);
+                    self.gateway_work(i);
                 }
             }
             self.collect();
@@ -1183,6 +1178,29 @@ impl Sim {
         }
     }
 
+    /// What gateway `i`'s front end does after each call: every claim lands at once (the
+    /// sim's inside network is ideal), then what it has to send goes.
+    fn gateway_work(&mut self, i: usize) {
+        let now = self.now;
+        while let Some(e) = self.gateways[i].1.poll_event() {
+            self.claims.push((now - self.t0, i, e));
+            if let GatewayEvent::Claim(peer) = e {
+                self.gateways[i].1.claim_done(now, peer, true);
+            }
+        }
+        loop {
+            self.gateways[i].1.poll_transmit(&mut self.gw_batch);
+            if self.gw_batch.is_empty() {
+                return;
+            }
+            let sends: Vec<Vec<u8>> = self.gw_batch.iter().map(|t| t.datagram.to_vec()).collect();
+            self.gw_batch.clear();
+            for d in sends {
+                self.send(true, i, d);
+            }
+        }
+    }
+
     fn deliver(&mut self, f: InFlight) {
         let now = self.now;
         if f.to_client {
@@ -1200,19 +1218,16 @@ impl Sim {
             }
             self.guest_transmits();
         } else {
-            let mut replies = Vec::new();
             let gw = &mut self.gateways[f.dc].1;
             match gw.handle_datagram(now, CLIENT.parse().unwrap(), &f.bytes, &mut self.out2) {
-                Outcome::Transmit(t) => replies.push(t.datagram.to_vec()),
+                Outcome::Transmit(t) => {
+                    let reply = t.datagram.to_vec();
+                    self.send(true, f.dc, reply);
+                }
                 Outcome::Deliver(p) => self.inside.push((now - self.t0, f.dc, p.to_vec())),
                 _ => {}
             }
-            while let Some(t) = gw.poll_transmit(&mut self.out2) {
-                replies.push(t.datagram.to_vec());
-            }
-            for r in replies {
-                self.send(true, f.dc, r);
-            }
+            self.gateway_work(f.dc);
         }
         self.collect();
     }
