@@ -244,7 +244,9 @@ pub enum EngineError {
         target: IpAddr,
     },
     /// a reload changed the stable address
-    #[error("the stable address changed: the gateways claim it; restart the daemon to change it")]
+    #[error(
+        "client.stable_address changed: the gateways claim it; restart the daemon to apply it"
+    )]
     StableChanged,
     /// a reload changed what the running engine cannot change under live flows
     #[error("{what} changed: restart the daemon to apply it")]
