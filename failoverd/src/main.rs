@@ -1,60 +1,93 @@
 //! `failoverd`: the failover client (default) and gateway (`failoverd gateway`) daemons, plus
 //! `genkey` / `pubkey` that behave like `wg genkey` / `wg pubkey`.
 //!
-//! The daemons themselves live in the `failoverd` library; this is their command line.
+//! The daemons themselves live in the `failoverd` library; this is their command line, parsed
+//! by clap: a usage error names the argument and exits 2, a failed daemon or check exits 1.
 
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{CommandFactory as _, Parser, Subcommand};
 use failoverd::{client, gateway};
 use runtime::{config, Shutdown};
 use tunnel::PrivateKey;
 use zeroize::Zeroizing;
 
-const USAGE: &str = "\
-usage:
-  failoverd [client] --config FILE   run the client daemon
-  failoverd gateway --config FILE    run the gateway daemon
-  failoverd check --config FILE      validate a client config (check-gateway for a gateway's)
-  failoverd genkey                   print a new private key (like `wg genkey`)
-  failoverd pubkey                   read a private key on stdin, print its public key
-";
+/// `--version`: the crate's version and the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (rev ",
+    env!("FAILOVER_GIT_REVISION"),
+    ")"
+);
 
-fn config_arg(args: &[String]) -> Result<PathBuf, String> {
-    match args {
-        [flag, path] if flag == "--config" || flag == "-c" => Ok(PathBuf::from(path)),
-        _ => Err(format!("expected --config FILE\n{USAGE}")),
-    }
+/// The command line. Without a subcommand, `failoverd --config FILE` runs the client: the
+/// systemd unit and the tests start it that way.
+#[derive(Debug, Parser)]
+#[command(
+    name = "failoverd",
+    version = VERSION,
+    propagate_version = true,
+    about = "The failover client (the default) and gateway daemons",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    /// The client's configuration file: run the client daemon
+    #[arg(short, long, value_name = "FILE", required = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the client daemon (the same as no subcommand)
+    Client(ConfigFile),
+    /// Run the gateway daemon
+    Gateway(ConfigFile),
+    /// Validate a client configuration and exit
+    Check(ConfigFile),
+    /// Validate a gateway configuration and exit
+    CheckGateway(ConfigFile),
+    /// Print a new private key (like `wg genkey`)
+    Genkey,
+    /// Read a private key on stdin, print its public key (like `wg pubkey`)
+    Pubkey,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigFile {
+    /// The configuration file (TOML)
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+/// Which daemon a configuration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Client,
+    Gateway,
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (command, rest) = match args.split_first() {
-        Some((first, rest))
-            if matches!(
-                first.as_str(),
-                "client" | "gateway" | "check" | "check-gateway" | "genkey" | "pubkey"
-            ) =>
-        {
-            (first.as_str(), rest)
-        }
-        Some((first, _)) if first == "-h" || first == "--help" => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        _ => ("client", &args[..]),
-    };
-    let result = match command {
-        "genkey" => genkey(),
-        "pubkey" => pubkey(),
-        other => match config_arg(rest) {
-            Err(usage) => {
-                eprintln!("failoverd: {usage}");
-                return ExitCode::from(2);
-            }
-            Ok(path) => run_daemon(other, path),
-        },
+    // usage errors: clap prints them, naming the argument, and exits 2; --help and --version 0
+    let cli = Cli::parse();
+    let result = match (cli.command, cli.config) {
+        (Some(Command::Genkey), _) => genkey(),
+        (Some(Command::Pubkey), _) => pubkey(),
+        (Some(Command::Client(f)), _) => run_daemon(Role::Client, false, f.config),
+        (Some(Command::Gateway(f)), _) => run_daemon(Role::Gateway, false, f.config),
+        (Some(Command::Check(f)), _) => run_daemon(Role::Client, true, f.config),
+        (Some(Command::CheckGateway(f)), _) => run_daemon(Role::Gateway, true, f.config),
+        (None, Some(config)) => run_daemon(Role::Client, false, config),
+        (None, None) => Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--config FILE is required",
+            )
+            .exit(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,17 +115,19 @@ fn pubkey() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_daemon(command: &str, path: PathBuf) -> anyhow::Result<()> {
+/// Loads the configuration of `role`; with `check_only`, says it is good and returns; else runs
+/// the daemon until it is told to stop.
+fn run_daemon(role: Role, check_only: bool, path: PathBuf) -> anyhow::Result<()> {
     // Validate before anything privileged happens, so a bad config fails fast and clearly.
     enum Loaded {
         Client(config::ClientConfig),
         Gateway(config::GatewayConfig),
     }
-    let loaded = match command {
-        "gateway" | "check-gateway" => Loaded::Gateway(config::GatewayConfig::load(&path)?),
-        _ => Loaded::Client(config::ClientConfig::load(&path)?),
+    let loaded = match role {
+        Role::Gateway => Loaded::Gateway(config::GatewayConfig::load(&path)?),
+        Role::Client => Loaded::Client(config::ClientConfig::load(&path)?),
     };
-    if command.starts_with("check") {
+    if check_only {
         println!("{}: ok", path.display());
         return Ok(());
     }
@@ -107,4 +142,30 @@ fn run_daemon(command: &str, path: PathBuf) -> anyhow::Result<()> {
             Loaded::Gateway(g) => gateway::run(path, g, shutdown).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_subcommand_is_the_client() {
+        let cli = Cli::try_parse_from(["failoverd", "--config", "client.toml"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.config, Some(PathBuf::from("client.toml")));
+        let cli = Cli::try_parse_from(["failoverd", "-c", "client.toml"]).unwrap();
+        assert_eq!(cli.config, Some(PathBuf::from("client.toml")));
+        let cli = Cli::try_parse_from(["failoverd", "gateway", "-c", "gw.toml"]).unwrap();
+        let Some(Command::Gateway(f)) = cli.command else {
+            panic!("not the gateway: {:?}", cli.command);
+        };
+        assert_eq!(f.config, PathBuf::from("gw.toml"));
+        assert!(Cli::try_parse_from(["failoverd"]).is_err());
+        assert!(Cli::try_parse_from(["failoverd", "--config", "a", "gateway", "-c", "b"]).is_err());
+    }
 }

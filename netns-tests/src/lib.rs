@@ -15,3 +15,12 @@ pub mod lab;
 pub mod roaming_lab;
 pub mod scenario;
 pub mod stream;
+
+/// `--version` of the lab's binaries: the crate's version and the git revision it was built
+/// from (set by `build.rs` through the `git-revision` crate).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (rev ",
+    env!("FAILOVER_GIT_REVISION"),
+    ")"
+);

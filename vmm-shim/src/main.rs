@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use clap::{CommandFactory as _, Parser, Subcommand};
 use engine::{Batch, Engine};
 use runtime::client;
 use runtime::config::{ClientConfig, ShimConfig};
@@ -30,14 +31,79 @@ use vmm_shim::{Action, GuestConfig, GuestNet};
 
 use crate::frontend::{Input, Output, Receiver};
 
-const USAGE: &str = "\
-usage:
-  vmm-shim stream --config FILE --fd N         serve QEMU -netdev stream on an inherited socket
-  vmm-shim stream --config FILE --listen PATH  serve QEMU -netdev stream on a unix socket
-  vmm-shim vhost-user --config FILE --socket PATH
-                                               serve QEMU -netdev vhost-user (QEMU connects)
-  vmm-shim check --config FILE                 validate a configuration
-";
+/// `--version`: the crate's version and the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (rev ",
+    env!("FAILOVER_GIT_REVISION"),
+    ")"
+);
+
+/// The command line: usage errors name the argument and exit 2 (clap), a bad configuration or
+/// a failed backend exits 1.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vmm-shim",
+    version = VERSION,
+    propagate_version = true,
+    about = "The failover engine as the backend of a guest's NIC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Serve QEMU's `-netdev stream` on an inherited socket (--fd) or a unix socket (--listen)
+    Stream {
+        #[command(flatten)]
+        config: ConfigFile,
+        #[command(flatten)]
+        socket: StreamSocket,
+    },
+    /// Serve QEMU's `-netdev vhost-user` on a unix socket (QEMU connects)
+    VhostUser {
+        #[command(flatten)]
+        config: ConfigFile,
+        /// The vhost-user socket to listen on
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
+    },
+    /// Validate a configuration and exit
+    Check {
+        #[command(flatten)]
+        config: ConfigFile,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigFile {
+    /// The shim's configuration file (TOML)
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+/// Where the stream front end finds QEMU: exactly one of the two.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct StreamSocket {
+    /// The inherited socket's descriptor number (> 2)
+    #[arg(long, value_name = "N", value_parser = inherited_fd)]
+    fd: Option<i32>,
+    /// The unix socket to listen on (QEMU connects)
+    #[arg(long, value_name = "PATH")]
+    listen: Option<PathBuf>,
+}
+
+/// `--fd`: a descriptor the shim inherited; 0, 1 and 2 are stdio, never the socket.
+fn inherited_fd(value: &str) -> Result<i32, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| *n > 2)
+        .ok_or_else(|| "give the inherited socket's number (> 2)".to_owned())
+}
 
 /// Which front end, and where.
 #[derive(Debug)]
@@ -47,59 +113,36 @@ enum Frontend {
     VhostUser(PathBuf),
 }
 
-fn parse_args(args: &[String]) -> Result<(Option<Frontend>, PathBuf), String> {
-    let Some((mode, rest)) = args.split_first() else {
-        return Err(USAGE.into());
-    };
-    let mut config = None;
-    let mut fd = None;
-    let mut listen = None;
-    let mut socket = None;
-    let mut it = rest.iter();
-    while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let slot = match flag.as_str() {
-            "--config" | "-c" => &mut config,
-            "--fd" => &mut fd,
-            "--listen" => &mut listen,
-            "--socket" => &mut socket,
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        };
-        if slot.replace(value.clone()).is_some() {
-            return Err(format!("{flag} given twice"));
+impl Mode {
+    /// The front end to serve (none for `check`) and the configuration file.
+    fn into_frontend(self) -> (Option<Frontend>, PathBuf) {
+        match self {
+            Mode::Stream { config, socket } => {
+                let frontend = match socket {
+                    StreamSocket { fd: Some(fd), .. } => Frontend::StreamFd(fd),
+                    StreamSocket {
+                        listen: Some(path), ..
+                    } => Frontend::StreamListen(path),
+                    // clap's group already refuses this; never let it fall through to `check`
+                    StreamSocket { .. } => Cli::command()
+                        .error(
+                            clap::error::ErrorKind::MissingRequiredArgument,
+                            "stream needs --fd N or --listen PATH",
+                        )
+                        .exit(),
+                };
+                (Some(frontend), config.config)
+            }
+            Mode::VhostUser { config, socket } => {
+                (Some(Frontend::VhostUser(socket)), config.config)
+            }
+            Mode::Check { config } => (None, config.config),
         }
     }
-    let config = PathBuf::from(config.ok_or_else(|| format!("--config is required\n{USAGE}"))?);
-    let frontend = match (mode.as_str(), fd, listen, socket) {
-        ("check", None, None, None) => None,
-        ("stream", Some(fd), None, None) => Some(Frontend::StreamFd(
-            fd.parse()
-                .ok()
-                .filter(|n| *n > 2)
-                .ok_or_else(|| format!("--fd {fd:?}: give the inherited socket's number (> 2)"))?,
-        )),
-        ("stream", None, Some(path), None) => Some(Frontend::StreamListen(path.into())),
-        ("vhost-user", None, None, Some(path)) => Some(Frontend::VhostUser(path.into())),
-        _ => return Err(USAGE.into()),
-    };
-    Ok((frontend, config))
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if matches!(args.first().map(String::as_str), Some("-h" | "--help")) {
-        print!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let (frontend, path) = match parse_args(&args) {
-        Ok(a) => a,
-        Err(usage) => {
-            eprintln!("vmm-shim: {usage}");
-            return ExitCode::from(2);
-        }
-    };
+    let (frontend, path) = Cli::parse().mode.into_frontend();
     let result = ShimConfig::load(&path)
         .map_err(anyhow::Error::from)
         .and_then(|config| match frontend {
@@ -351,5 +394,65 @@ impl LocalLink for GuestLink {
 
     async fn shutdown(&mut self) {
         self.rx.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<(Option<Frontend>, PathBuf), clap::Error> {
+        Cli::try_parse_from(std::iter::once("vmm-shim").chain(args.iter().copied()))
+            .map(|cli| cli.mode.into_frontend())
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_mode_and_front_end() {
+        let front_end = |args: &[&str]| {
+            let (frontend, config) = parse(args).unwrap();
+            assert_eq!(config, PathBuf::from("vm.toml"), "{args:?}");
+            frontend
+        };
+        let fd = front_end(&["stream", "--fd", "3", "--config", "vm.toml"]);
+        assert!(matches!(fd, Some(Frontend::StreamFd(3))), "{fd:?}");
+        match front_end(&["stream", "--listen", "q.sock", "-c", "vm.toml"]) {
+            Some(Frontend::StreamListen(p)) => assert_eq!(p, PathBuf::from("q.sock")),
+            other => panic!("{other:?}"),
+        }
+        match front_end(&["vhost-user", "--socket", "v.sock", "--config", "vm.toml"]) {
+            Some(Frontend::VhostUser(p)) => assert_eq!(p, PathBuf::from("v.sock")),
+            other => panic!("{other:?}"),
+        }
+        assert!(front_end(&["check", "--config", "vm.toml"]).is_none());
+    }
+
+    #[test]
+    fn refusals_name_the_argument() {
+        for (args, names) in [
+            (&["stream", "--fd", "2", "-c", "x"][..], "--fd"),
+            (&["stream", "--fd", "seven", "-c", "x"][..], "--fd"),
+            (
+                &["stream", "--fd", "3", "--listen", "p", "-c", "x"][..],
+                "--listen",
+            ),
+            (&["stream", "-c", "x"][..], "--fd"),
+            (&["vhost-user", "-c", "x"][..], "--socket"),
+            (&["check"][..], "--config"),
+            (&["check", "-c", "x", "--config", "y"][..], "--config"),
+            (&["check", "-c", "x", "--socket", "y"][..], "--socket"),
+            (&["serve", "-c", "x"][..], "serve"),
+        ] {
+            let err = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            let text = err.to_string();
+            assert!(text.contains(names), "{args:?}: {text}");
+        }
     }
 }

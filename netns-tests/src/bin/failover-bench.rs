@@ -14,45 +14,38 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::{Parser, ValueEnum};
 use netns_tests::lab::wait_until;
 use netns_tests::scenario::*;
 
-const USAGE: &str = "usage: failover-bench [--injections N (20)] [--soak-secs S (0)] \
-[--bytes B (60000000)] [--recovery on|off|both (both)]";
-
-struct Opts {
-    injections: u64,
-    soak: u64,
-    bytes: u64,
-    recovery: String,
+/// Which labs run: switch-over recovery on, off, or both side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Recovery {
+    On,
+    Off,
+    Both,
 }
 
-/// The command line; `Err` carries the message to print (empty for `--help`).
-fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts {
-        injections: 20,
-        soak: 0,
-        bytes: 60_000_000,
-        recovery: "both".to_owned(),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
-        let mut num = || -> Result<u64, String> {
-            let v = value()?;
-            v.parse()
-                .map_err(|_| format!("{a} {v:?}: not a non-negative whole number"))
-        };
-        match a.as_str() {
-            "--injections" => o.injections = num()?,
-            "--soak-secs" => o.soak = num()?,
-            "--bytes" => o.bytes = num()?,
-            "--recovery" => o.recovery = value()?.clone(),
-            "-h" | "--help" => return Err(String::new()),
-            _ => return Err(format!("unexpected argument {a:?}")),
-        }
-    }
-    Ok(o)
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "failover-bench",
+    version = netns_tests::VERSION,
+    about = "Failover figures in the namespace lab (as root, after a release build)"
+)]
+struct Opts {
+    /// Injections of a blackholed active datacenter
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    injections: u64,
+    /// Seconds of soak at random loss on the active path (0: none)
+    #[arg(long = "soak-secs", value_name = "S", default_value_t = 0)]
+    soak: u64,
+    /// Bytes each way of the verified stream per injection
+    #[arg(long, value_name = "B", default_value_t = 60_000_000)]
+    bytes: u64,
+    /// Switch-over recovery in the lab: on, off, or both (two labs side by side)
+    #[arg(long, value_enum, default_value_t = Recovery::Both)]
+    recovery: Recovery,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -64,18 +57,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match parse(&args) {
-        Ok(o) => o,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("failover-bench: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // usage errors: clap names the argument and exits 2
+    let opts = Opts::parse();
     match run(&opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -240,15 +223,10 @@ fn summary(run: &mut Run, soak: u64, false_switches: Option<usize>) -> serde_jso
 
 fn run(opts: &Opts) -> std::io::Result<()> {
     let (injections, soak, bytes) = (opts.injections, opts.soak, opts.bytes);
-    let modes: &[&'static str] = match opts.recovery.as_str() {
-        "on" => &["on"],
-        "off" => &["off"],
-        "both" => &["on", "off"],
-        other => {
-            return Err(std::io::Error::other(format!(
-                "--recovery {other}: use on, off or both"
-            )))
-        }
+    let modes: &[&'static str] = match opts.recovery {
+        Recovery::On => &["on"],
+        Recovery::Off => &["off"],
+        Recovery::Both => &["on", "off"],
     };
     let mut runs = Vec::new();
     for mode in modes {
@@ -285,4 +263,24 @@ fn run(opts: &Opts) -> std::io::Result<()> {
         println!("{}", summary(run, soak, fs));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn options() {
+        Opts::command().debug_assert();
+        let o = Opts::try_parse_from(["failover-bench"]).unwrap();
+        assert_eq!((o.injections, o.soak, o.bytes), (20, 0, 60_000_000));
+        assert_eq!(o.recovery, Recovery::Both);
+        let o = Opts::try_parse_from(["failover-bench", "--recovery", "off", "--soak-secs", "5"])
+            .unwrap();
+        assert_eq!((o.recovery, o.soak), (Recovery::Off, 5));
+        assert!(Opts::try_parse_from(["failover-bench", "--recovery", "maybe"]).is_err());
+        assert!(Opts::try_parse_from(["failover-bench", "--bogus"]).is_err());
+    }
 }

@@ -8,21 +8,21 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use netns_tests::scenario::*;
 
+/// The command line: no arguments, only --help and --version.
+#[derive(Debug, Parser)]
+#[command(
+    name = "failover-demo",
+    version = netns_tests::VERSION,
+    about = "The live failover demo (as root; takes no arguments)"
+)]
+struct Cli {}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None => {}
-        Some("-h" | "--help") => {
-            println!("usage: failover-demo   (as root; takes no arguments)");
-            return ExitCode::SUCCESS;
-        }
-        Some(a) => {
-            eprintln!("failover-demo: unexpected argument {a:?}; it takes none");
-            return ExitCode::from(2);
-        }
-    }
+    // anything but --help / --version is a usage error: clap says which argument, exit 2
+    let Cli {} = Cli::parse();
     match run() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::builder::PossibleValuesParser;
+use clap::{Parser, ValueEnum};
 use netns_tests::guest::{self, Frontend, ShimLab};
 use netns_tests::lab::{bin_path, is_root, wait_until, Daemon, Lab, Ns, Topology};
 use netns_tests::scenario::*;
@@ -50,32 +52,95 @@ fn now() -> Instant {
     Instant::now()
 }
 
-const USAGE: &str = "\
-usage: fo-bench [--quick] [--long] [--reps N] [--secs S] [--injections N]
-                [--baseline-injections N] [--stream-bytes B] [--pings N]
-                [--guest-runs N] [--guest-bytes B] [--soak-secs S] [--profile auto|on|off]
-                [--boringtun PATH] [--skip SECTION,..] [--out DIR]
-  --quick                 smoke run: 1 rep x 2 s, 1 injection per kind, 1 baseline injection,
-                          1 short guest run each, no profiles
-  --long                  also the soak: --soak-secs (600) at 5 % random loss on the active path
-  --reps N                data-path repetitions per implementation and flow count (3)
-  --secs S                seconds per iperf3 run (10)
-  --injections N          failover injections per kind (20; 4 kinds)
-  --baseline-injections N watchdog-baseline injections in all, kinds in turn (8)
-  --profile auto|on|off   callgrind and perf: when a data-path target is missed (auto)
-  --boringtun PATH        boringtun-cli binary (without it boringtun is left out)
-  --skip SECTION,..       datapath, failover, baseline, memory, guest, profile
-  --out DIR               where the results go (bench/results)";
-
 /// When the profiles run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ProfileMode {
+    /// when a data-path target is missed
     Auto,
     On,
     Off,
 }
 
-/// The command line.
+/// The sections `--skip` can leave out.
+const SECTIONS: [&str; 6] = [
+    "datapath", "failover", "baseline", "memory", "guest", "profile",
+];
+
+/// The command line as clap reads it; [`Opts`] fills in the defaults, some of which depend on
+/// `--quick`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "fo-bench",
+    version = netns_tests::VERSION,
+    about = "The benchmark behind scripts/bench: run as root, after a release build"
+)]
+struct Cli {
+    /// Smoke run: 1 rep x 2 s, 1 injection per kind, 1 baseline injection, 1 short guest run
+    /// each, no profiles
+    #[arg(long)]
+    quick: bool,
+    /// Also the soak: --soak-secs at 5 % random loss on the active path
+    #[arg(long)]
+    long: bool,
+    /// Data-path repetitions per implementation and flow count [default: 3; --quick 1]
+    #[arg(long, value_name = "N", value_parser = at_least_one::<usize>)]
+    reps: Option<usize>,
+    /// Seconds per iperf3 run [default: 10; --quick 2]
+    #[arg(long, value_name = "S", value_parser = at_least_one::<u64>)]
+    secs: Option<u64>,
+    /// Failover injections per kind, 4 kinds [default: 20; --quick 1]
+    #[arg(long, value_name = "N")]
+    injections: Option<usize>,
+    /// Watchdog-baseline injections in all, kinds in turn [default: 8; --quick 1]
+    #[arg(long, value_name = "N")]
+    baseline_injections: Option<usize>,
+    /// Bytes each way of the verified stream under each injection [default: 40000000;
+    /// --quick 10000000]
+    #[arg(long, value_name = "B")]
+    stream_bytes: Option<u64>,
+    /// Pings for the RTT, spread over the repetitions [default: 20; --quick 5]
+    #[arg(long, value_name = "N")]
+    pings: Option<usize>,
+    /// Guest runs per NIC backend [default: 3; --quick 1]
+    #[arg(long, value_name = "N")]
+    guest_runs: Option<usize>,
+    /// Bytes the guest downloads per run [default: 200000000; --quick 10000000]
+    #[arg(long, value_name = "B")]
+    guest_bytes: Option<u64>,
+    /// Seconds of the soak (with --long)
+    #[arg(long, value_name = "S", default_value_t = 600)]
+    soak_secs: u64,
+    /// When callgrind and perf run [default: auto; --quick off]
+    #[arg(long, value_enum)]
+    profile: Option<ProfileMode>,
+    /// The boringtun-cli binary (without it boringtun is left out)
+    #[arg(long, value_name = "PATH")]
+    boringtun: Option<PathBuf>,
+    /// Sections to leave out, comma-separated; may be repeated
+    #[arg(
+        long,
+        value_name = "SECTION,..",
+        value_delimiter = ',',
+        value_parser = PossibleValuesParser::new(SECTIONS),
+    )]
+    skip: Vec<String>,
+    /// Where the results go
+    #[arg(long, value_name = "DIR", default_value = "bench/results")]
+    out: PathBuf,
+}
+
+/// A count that must not be zero (`--reps`, `--secs`).
+fn at_least_one<T>(value: &str) -> std::result::Result<T, String>
+where
+    T: std::str::FromStr + Default + PartialEq,
+{
+    match value.parse::<T>() {
+        Ok(n) if n != T::default() => Ok(n),
+        _ => Err("give a whole number, at least 1".into()),
+    }
+}
+
+/// The command line, defaults filled in.
 #[derive(Debug, Clone)]
 struct Opts {
     quick: bool,
@@ -93,76 +158,45 @@ struct Opts {
     boringtun: Option<PathBuf>,
     skip: Vec<String>,
     out: PathBuf,
+    /// the arguments as given, for the results' record of the command
     argv: Vec<String>,
 }
 
 impl Opts {
-    fn parse(args: &[String]) -> std::result::Result<Opts, String> {
-        let quick = args.iter().any(|a| a == "--quick");
-        let mut o = Opts {
+    /// `args` without the program name; a usage error names the argument (clap).
+    fn parse(args: &[String]) -> std::result::Result<Opts, clap::Error> {
+        let cli = Cli::try_parse_from(
+            std::iter::once("fo-bench").chain(args.iter().map(String::as_str)),
+        )?;
+        let quick = cli.quick;
+        let pick =
+            |given: Option<_>, full, smoke| given.unwrap_or(if quick { smoke } else { full });
+        Ok(Opts {
             quick,
-            long: false,
-            reps: if quick { 1 } else { 3 },
-            secs: if quick { 2 } else { 10 },
-            injections: if quick { 1 } else { 20 },
-            baseline_injections: if quick { 1 } else { 8 },
-            stream_bytes: if quick { 10_000_000 } else { 40_000_000 },
-            pings: if quick { 5 } else { 20 },
-            guest_runs: if quick { 1 } else { 3 },
-            guest_bytes: if quick { 10_000_000 } else { 200_000_000 },
-            soak_secs: 600,
-            profile: if quick {
+            long: cli.long,
+            reps: cli.reps.unwrap_or(if quick { 1 } else { 3 }),
+            secs: cli.secs.unwrap_or(if quick { 2 } else { 10 }),
+            injections: pick(cli.injections, 20, 1),
+            baseline_injections: pick(cli.baseline_injections, 8, 1),
+            stream_bytes: cli
+                .stream_bytes
+                .unwrap_or(if quick { 10_000_000 } else { 40_000_000 }),
+            pings: pick(cli.pings, 20, 5),
+            guest_runs: pick(cli.guest_runs, 3, 1),
+            guest_bytes: cli
+                .guest_bytes
+                .unwrap_or(if quick { 10_000_000 } else { 200_000_000 }),
+            soak_secs: cli.soak_secs,
+            profile: cli.profile.unwrap_or(if quick {
                 ProfileMode::Off
             } else {
                 ProfileMode::Auto
-            },
-            boringtun: None,
-            skip: Vec::new(),
-            out: PathBuf::from("bench/results"),
+            }),
+            boringtun: cli.boringtun,
+            skip: cli.skip,
+            out: cli.out,
             argv: args.to_vec(),
-        };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut value = || {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{a} needs a value"))
-            };
-            fn num<T: std::str::FromStr>(name: &str, v: String) -> std::result::Result<T, String> {
-                v.parse()
-                    .map_err(|_| format!("{name} {v:?}: not a positive number"))
-            }
-            match a.as_str() {
-                "--quick" => {}
-                "--long" => o.long = true,
-                "--reps" => o.reps = num(a, value()?)?,
-                "--secs" => o.secs = num(a, value()?)?,
-                "--injections" => o.injections = num(a, value()?)?,
-                "--baseline-injections" => o.baseline_injections = num(a, value()?)?,
-                "--stream-bytes" => o.stream_bytes = num(a, value()?)?,
-                "--pings" => o.pings = num(a, value()?)?,
-                "--guest-runs" => o.guest_runs = num(a, value()?)?,
-                "--guest-bytes" => o.guest_bytes = num(a, value()?)?,
-                "--soak-secs" => o.soak_secs = num(a, value()?)?,
-                "--profile" => {
-                    o.profile = match value()?.as_str() {
-                        "auto" => ProfileMode::Auto,
-                        "on" => ProfileMode::On,
-                        "off" => ProfileMode::Off,
-                        v => return Err(format!("--profile {v:?}: auto, on or off")),
-                    }
-                }
-                "--boringtun" => o.boringtun = Some(PathBuf::from(value()?)),
-                "--skip" => o.skip.extend(value()?.split(',').map(str::to_owned)),
-                "--out" => o.out = PathBuf::from(value()?),
-                "-h" | "--help" => return Err(String::new()),
-                _ => return Err(format!("unexpected argument {a:?}")),
-            }
-        }
-        if o.reps == 0 || o.secs == 0 {
-            return Err("--reps and --secs must be at least 1".into());
-        }
-        Ok(o)
+        })
     }
 
     fn runs(&self, section: &str) -> bool {
@@ -172,17 +206,8 @@ impl Opts {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match Opts::parse(&args) {
-        Ok(o) => o,
-        Err(msg) => {
-            if msg.is_empty() {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("fo-bench: {msg}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // usage errors: clap names the argument and exits 2; --help and --version exit 0
+    let opts = Opts::parse(&args).unwrap_or_else(|e| e.exit());
     if !is_root() {
         eprintln!("fo-bench: the lab needs root (CAP_NET_ADMIN): run scripts/bench as root");
         return ExitCode::from(2);
@@ -2739,6 +2764,8 @@ fn markdown(r: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory as _;
+
     use super::*;
 
     #[test]
@@ -2785,9 +2812,35 @@ Ir                    file:function\n\
 
     #[test]
     fn options() {
-        let o = Opts::parse(&["--quick".into(), "--reps".into(), "2".into()]).unwrap();
+        let parse =
+            |args: &[&str]| Opts::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        let o = parse(&["--quick", "--reps", "2"]).unwrap();
         assert!(o.quick);
         assert_eq!((o.reps, o.secs), (2, 2));
-        assert!(Opts::parse(&["--bogus".into()]).is_err());
+        assert_eq!(o.profile, ProfileMode::Off);
+        let o = parse(&[
+            "--skip",
+            "guest,memory",
+            "--skip",
+            "profile",
+            "--profile",
+            "on",
+        ])
+        .unwrap();
+        assert_eq!((o.reps, o.secs, o.injections), (3, 10, 20));
+        assert_eq!(o.skip, ["guest", "memory", "profile"]);
+        assert!(!o.runs("guest") && o.runs("datapath"));
+        assert_eq!(o.profile, ProfileMode::On);
+        assert_eq!(o.out, PathBuf::from("bench/results"));
+        for bad in [
+            &["--bogus"][..],
+            &["--reps", "0"],
+            &["--skip", "gust"],
+            &["--profile", "x"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+        Cli::command().debug_assert();
     }
 }

@@ -11,28 +11,21 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket,
+};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use clap::{Parser, Subcommand};
 use netns_tests::lab::{self, Lab, Topology};
 use netns_tests::stream::{
     fill, splitmix64, DirectionReport, Receiver, SendReport, ServeReport, StreamHeader,
     StreamTrailer, UpReport, WIRE_LEN,
 };
-
-const USAGE: &str = "\
-usage:
-  fo-lab stream-serve --listen ADDR:PORT [--timeout-secs T (300)]
-  fo-lab stream-send  --connect ADDR:PORT --up N --down N [--seed S (1)]
-                      [--timeout-secs T (300)] [--bins-file PATH]
-  fo-lab flood        --target ADDR:PORT --public-key KEY [--count N (10000)] [--sources IP,IP,..]
-  fo-lab garbage      --target ADDR:PORT [--count N (2000)] [--seed S (1)]
-  fo-lab selftest     [--bytes N (50000000)] [--dcs N (2)]
-ADDR may be IPv6 in brackets, e.g. [fd00:19::100]:5201.";
 
 /// Buffer size of every stream read and write.
 const BUF: usize = 64 * 1024;
@@ -47,89 +40,121 @@ fn now() -> Instant {
     Instant::now()
 }
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((cmd, rest)) = args.split_first() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    let result = match cmd.as_str() {
-        "stream-serve" => Flags::parse(rest, &["listen", "timeout-secs"]).and_then(stream_serve),
-        "stream-send" => Flags::parse(
-            rest,
-            &["connect", "up", "down", "seed", "timeout-secs", "bins-file"],
-        )
-        .and_then(stream_send),
-        "garbage" => Flags::parse(rest, &["target", "count", "seed"]).and_then(garbage),
-        "flood" => {
-            Flags::parse(rest, &["target", "public-key", "count", "sources"]).and_then(flood)
-        }
-        "selftest" => Flags::parse(rest, &["bytes", "dcs"]).and_then(selftest),
-        "-h" | "--help" | "help" => {
-            println!("{USAGE}");
-            Ok(ExitCode::SUCCESS)
-        }
-        other => Err(UsageError(format!("unknown subcommand {other:?}"))),
-    };
-    result.unwrap_or_else(|UsageError(msg)| {
-        eprintln!("fo-lab: {msg}\n{USAGE}");
-        ExitCode::from(2)
-    })
+/// The command line: usage errors name the argument and exit 2 (clap), failed checks exit 1.
+#[derive(Debug, Parser)]
+#[command(
+    name = "fo-lab",
+    version = netns_tests::VERSION,
+    about = "The IO side of the lab's tools",
+    after_help = "ADDR may be IPv6 in brackets, e.g. [fd00:19::100]:5201."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Tool,
 }
 
-/// A command line we cannot run; printed with the usage text, exit 2.
-#[derive(Debug)]
-struct UsageError(String);
+#[derive(Debug, Subcommand)]
+enum Tool {
+    /// Serve verified streams; one JSON line per connection
+    StreamServe(StreamServe),
+    /// Send and receive one verified stream; one JSON line
+    StreamSend(StreamSend),
+    /// Handshake initiations with valid MAC1 from fresh keys, round-robin over source addresses
+    Flood(Flood),
+    /// Hostile UDP datagrams aimed at a WireGuard port
+    Garbage(Garbage),
+    /// Build the standard lab (as root) and run a verified stream through it
+    Selftest(Selftest),
+}
 
-/// `--flag value` pairs of one subcommand.
-#[derive(Debug)]
-struct Flags(BTreeMap<String, String>);
+#[derive(Debug, clap::Args)]
+struct StreamServe {
+    /// Where to listen
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: SocketAddr,
+    /// Seconds a connection may take before it is abandoned
+    #[arg(long, value_name = "T", default_value_t = 300)]
+    timeout_secs: u64,
+}
 
-impl Flags {
-    fn parse(args: &[String], allowed: &[&str]) -> Result<Flags, UsageError> {
-        let mut map = BTreeMap::new();
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let name = arg
-                .strip_prefix("--")
-                .filter(|n| allowed.contains(n))
-                .ok_or_else(|| UsageError(format!("unexpected argument {arg:?}")))?;
-            let value = it
-                .next()
-                .ok_or_else(|| UsageError(format!("{arg} needs a value")))?;
-            if map.insert(name.to_string(), value.clone()).is_some() {
-                return Err(UsageError(format!("{arg} given twice")));
-            }
-        }
-        Ok(Flags(map))
-    }
+#[derive(Debug, clap::Args)]
+struct StreamSend {
+    /// The stream server
+    #[arg(long, value_name = "ADDR:PORT")]
+    connect: SocketAddr,
+    /// Bytes to send
+    #[arg(long, value_name = "N")]
+    up: u64,
+    /// Bytes to ask the server for
+    #[arg(long, value_name = "N")]
+    down: u64,
+    /// Seed of the byte pattern
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    seed: u64,
+    /// Seconds the exchange may take
+    #[arg(long, value_name = "T", default_value_t = 300)]
+    timeout_secs: u64,
+    /// Where to write the bytes received per 10 ms bin (JSON)
+    #[arg(long, value_name = "PATH")]
+    bins_file: Option<String>,
+}
 
-    fn get<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, UsageError>
-    where
-        T::Err: std::fmt::Display,
-    {
-        self.0
-            .get(name)
-            .map(|v| {
-                v.parse::<T>()
-                    .map_err(|e| UsageError(format!("--{name} {v:?}: {e}")))
-            })
-            .transpose()
-    }
+#[derive(Debug, clap::Args)]
+struct Flood {
+    /// The gateway's WireGuard port
+    #[arg(long, value_name = "ADDR:PORT")]
+    target: SocketAddr,
+    /// The gateway's public key (base64), for MAC1
+    #[arg(long, value_name = "KEY", value_parser = public_key)]
+    public_key: tunnel::PublicKey,
+    /// Handshake initiations to send
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    count: u64,
+    /// Source addresses on this namespace's interfaces, comma-separated
+    #[arg(
+        long,
+        value_name = "IP,IP,..",
+        value_delimiter = ',',
+        default_value = "0.0.0.0"
+    )]
+    sources: Vec<IpAddr>,
+}
 
-    fn required<T: std::str::FromStr>(&self, name: &str) -> Result<T, UsageError>
-    where
-        T::Err: std::fmt::Display,
-    {
-        self.get(name)?
-            .ok_or_else(|| UsageError(format!("--{name} is required")))
-    }
+/// `--public-key`: base64, and not of low order.
+fn public_key(value: &str) -> Result<tunnel::PublicKey, String> {
+    tunnel::PublicKey::from_base64(value).map_err(|e| e.to_string())
+}
 
-    fn or<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, UsageError>
-    where
-        T::Err: std::fmt::Display,
-    {
-        Ok(self.get(name)?.unwrap_or(default))
+#[derive(Debug, clap::Args)]
+struct Garbage {
+    /// The WireGuard port to aim at
+    #[arg(long, value_name = "ADDR:PORT")]
+    target: SocketAddr,
+    /// Datagrams to send
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    count: u64,
+    /// Seed of the garbage
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct Selftest {
+    /// Bytes each way of the verified stream
+    #[arg(long, value_name = "N", default_value_t = 50_000_000)]
+    bytes: u64,
+    /// Datacenters in the lab
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    dcs: usize,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Tool::StreamServe(args) => stream_serve(args),
+        Tool::StreamSend(args) => stream_send(args),
+        Tool::Flood(args) => flood(args),
+        Tool::Garbage(args) => garbage(args),
+        Tool::Selftest(args) => selftest(args),
     }
 }
 
@@ -291,14 +316,14 @@ fn set_poll_timeouts(s: &TcpStream) -> io::Result<()> {
 
 // ---------------------------------------------------------------- stream-serve
 
-fn stream_serve(flags: Flags) -> Result<ExitCode, UsageError> {
-    let listen: SocketAddr = flags.required("listen")?;
-    let timeout = Duration::from_secs(flags.or("timeout-secs", 300u64)?);
+fn stream_serve(args: StreamServe) -> ExitCode {
+    let listen = args.listen;
+    let timeout = Duration::from_secs(args.timeout_secs);
     let listener = match TcpListener::bind(listen) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("fo-lab stream-serve: bind {listen}: {e}");
-            return Ok(ExitCode::FAILURE);
+            return ExitCode::FAILURE;
         }
     };
     let local = listener
@@ -314,7 +339,7 @@ fn stream_serve(flags: Flags) -> Result<ExitCode, UsageError> {
             Err(e) => eprintln!("fo-lab stream-serve: accept: {e}"),
         }
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 fn serve_conn(mut stream: TcpStream, timeout: Duration) -> ServeReport {
@@ -407,13 +432,16 @@ fn serve_conn(mut stream: TcpStream, timeout: Duration) -> ServeReport {
 
 // ---------------------------------------------------------------- stream-send
 
-fn stream_send(flags: Flags) -> Result<ExitCode, UsageError> {
-    let target: SocketAddr = flags.required("connect")?;
-    let up: u64 = flags.required("up")?;
-    let down: u64 = flags.required("down")?;
-    let seed: u64 = flags.or("seed", 1)?;
-    let timeout = Duration::from_secs(flags.or("timeout-secs", 300u64)?);
-    let bins_file: Option<String> = flags.get("bins-file")?;
+fn stream_send(args: StreamSend) -> ExitCode {
+    let StreamSend {
+        connect: target,
+        up,
+        down,
+        seed,
+        timeout_secs,
+        bins_file,
+    } = args;
+    let timeout = Duration::from_secs(timeout_secs);
 
     let start = now();
     let ctl = Ctl::new(start, timeout);
@@ -454,11 +482,11 @@ fn stream_send(flags: Flags) -> Result<ExitCode, UsageError> {
         error,
     };
     print_json(&report);
-    Ok(if report.ok {
+    if report.ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
 
 /// The error, if the finished exchange did not verify every byte both ways.
@@ -710,27 +738,21 @@ fn rng_type_1_to_4(case: u64) -> u8 {
 /// bound to `sources` (comma-separated addresses on this namespace's interfaces). This is the
 /// flood a WireGuard responder must survive with cookies: it cannot be told from a real client
 /// before the expensive Diffie-Hellman, except by rate and source address.
-fn flood(flags: Flags) -> Result<ExitCode, UsageError> {
-    use tunnel::{
-        AllowedIps, EndpointPolicy, Outcome, PrivateKey, PublicKey, Tunnel, TunnelConfig,
-    };
-    let target: SocketAddr = flags.required("target")?;
-    let count: u64 = flags.or("count", 10_000)?;
-    let key: String = flags.required("public-key")?;
-    let gateway =
-        PublicKey::from_base64(&key).map_err(|e| UsageError(format!("--public-key: {e}")))?;
-    let sources: String = flags.or("sources", String::from("0.0.0.0"))?;
+fn flood(args: Flood) -> ExitCode {
+    use tunnel::{AllowedIps, EndpointPolicy, Outcome, PrivateKey, Tunnel, TunnelConfig};
+    let Flood {
+        target,
+        count,
+        public_key: gateway,
+        sources,
+    } = args;
     let mut sockets = Vec::new();
-    for s in sources.split(',') {
-        let ip: std::net::IpAddr = s
-            .trim()
-            .parse()
-            .map_err(|e| UsageError(format!("--sources {s}: {e}")))?;
+    for ip in sources {
         match UdpSocket::bind(SocketAddr::new(ip, 0)) {
             Ok(sock) => sockets.push(sock),
             Err(e) => {
                 eprintln!("fo-lab flood: bind {ip}: {e}");
-                return Ok(ExitCode::FAILURE);
+                return ExitCode::FAILURE;
             }
         }
     }
@@ -767,29 +789,30 @@ fn flood(flags: Flags) -> Result<ExitCode, UsageError> {
         "elapsed_ms": now().duration_since(start).as_secs_f64() * 1e3,
     });
     println!("{report}");
-    Ok(if sent > 0 {
+    if sent > 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
 
-fn garbage(flags: Flags) -> Result<ExitCode, UsageError> {
-    let target: SocketAddr = flags.required("target")?;
-    let count: u64 = flags.or("count", 2000)?;
-    let mut rng = Rng(flags.or("seed", 1u64)?);
-    let bind: SocketAddr = if target.is_ipv6() {
-        "[::]:0"
+fn garbage(args: Garbage) -> ExitCode {
+    let Garbage {
+        target,
+        count,
+        seed,
+    } = args;
+    let mut rng = Rng(seed);
+    let bind = if target.is_ipv6() {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
     } else {
-        "0.0.0.0:0"
-    }
-    .parse()
-    .map_err(|e| UsageError(format!("{e}")))?;
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+    };
     let sock = match UdpSocket::bind(bind) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("fo-lab garbage: bind {bind}: {e}");
-            return Ok(ExitCode::FAILURE);
+            return ExitCode::FAILURE;
         }
     };
 
@@ -848,22 +871,20 @@ fn garbage(flags: Flags) -> Result<ExitCode, UsageError> {
         "send_errors": errors,
         "by_class": by_class,
     }));
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 // ---------------------------------------------------------------- selftest
 
-fn selftest(flags: Flags) -> Result<ExitCode, UsageError> {
-    let bytes: u64 = flags.or("bytes", 50_000_000)?;
-    let dcs: usize = flags.or("dcs", 2)?;
-    match run_selftest(bytes, dcs) {
+fn selftest(args: Selftest) -> ExitCode {
+    match run_selftest(args.bytes, args.dcs) {
         Ok(()) => {
             println!("selftest: PASS");
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
         Err(e) => {
             println!("selftest: FAIL: {e}");
-            Ok(ExitCode::FAILURE)
+            ExitCode::FAILURE
         }
     }
 }
@@ -1000,4 +1021,100 @@ fn run_selftest(bytes: u64, dcs: usize) -> io::Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Tool, clap::Error> {
+        Cli::try_parse_from(std::iter::once("fo-lab").chain(args.iter().copied()))
+            .map(|c| c.command)
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_labs_invocations_parse() {
+        // as scenario.rs, tests/hostile.rs and the guest scripts run it
+        let Tool::StreamSend(s) = parse(&[
+            "stream-send",
+            "--connect",
+            "[fd00:19::100]:5201",
+            "--up",
+            "5",
+            "--down",
+            "6",
+            "--seed",
+            "11",
+            "--timeout-secs",
+            "240",
+        ])
+        .unwrap() else {
+            panic!("not stream-send");
+        };
+        assert_eq!((s.up, s.down, s.seed, s.timeout_secs), (5, 6, 11, 240));
+        assert!(s.bins_file.is_none());
+        let Tool::StreamServe(s) = parse(&["stream-serve", "--listen", "[::]:5201"]).unwrap()
+        else {
+            panic!("not stream-serve");
+        };
+        assert_eq!(s.timeout_secs, 300);
+        let Tool::Flood(f) = parse(&[
+            "flood",
+            "--target",
+            "198.18.0.11:51820",
+            "--public-key",
+            "hq7aij0ZmmD1zIWdCs0XTzIw1HvUAn9wTcXD53zON0c=",
+            "--sources",
+            "198.18.0.100,198.18.0.101",
+        ])
+        .unwrap() else {
+            panic!("not flood");
+        };
+        assert_eq!((f.count, f.sources.len()), (10_000, 2));
+        let Tool::Garbage(g) = parse(&[
+            "garbage",
+            "--target",
+            "198.18.0.11:51820",
+            "--count",
+            "3000",
+        ])
+        .unwrap() else {
+            panic!("not garbage");
+        };
+        assert_eq!((g.count, g.seed), (3000, 1));
+        let Tool::Selftest(t) = parse(&["selftest"]).unwrap() else {
+            panic!("not selftest");
+        };
+        assert_eq!((t.bytes, t.dcs), (50_000_000, 2));
+    }
+
+    #[test]
+    fn refusals_exit_2() {
+        for bad in [
+            &[][..],
+            &[
+                "stream-send",
+                "--connect",
+                "10.0.0.1",
+                "--up",
+                "1",
+                "--down",
+                "1",
+            ],
+            &["garbage", "--target", "10.0.0.1:9", "--bogus", "1"],
+            &["flood", "--target", "10.0.0.1:9", "--public-key", "short"],
+        ] {
+            let e = parse(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
 }

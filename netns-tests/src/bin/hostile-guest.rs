@@ -49,15 +49,9 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use clap::{Parser, ValueEnum};
 use netns_tests::stream::splitmix64;
 use serde_json::{json, Value};
-
-const USAGE: &str = "\
-usage:
-  hostile-guest stream --socket PATH [--seed S (1)] [--pid PID] [--skip CASE,CASE]
-  hostile-guest vhost  --socket PATH [--seed S (1)] [--pid PID] [--skip CASE,CASE]
-Prints one JSON line. Exit 0 only if the shim still serves a clean connection afterwards.
-";
 
 /// The clean connection at the end must be answered within this time.
 const SERVED_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,83 +76,46 @@ fn ctx<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
 // ---------------------------------------------------------------------------------------------
 // Arguments
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which of the shim's front ends to attack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
+    /// QEMU's `-netdev stream` framing
     Stream,
+    /// a vhost-user front end, as QEMU is
+    #[value(alias = "vhost-user")]
     Vhost,
 }
 
-#[derive(Debug)]
+/// The command line: usage errors name the argument and exit 2 (clap).
+#[derive(Debug, Parser)]
+#[command(
+    name = "hostile-guest",
+    version = netns_tests::VERSION,
+    about = "A hostile VMM: replays malformed input through one of vmm-shim's front ends, then \
+             checks that the shim still serves",
+    after_help = "Prints one JSON line. Exit 0 only if the shim still serves a clean connection \
+                  afterwards."
+)]
 struct Args {
+    /// The front end to attack
+    #[arg(value_enum)]
     mode: Mode,
+    /// The shim's socket (its --listen or --socket)
+    #[arg(long, value_name = "PATH")]
     socket: PathBuf,
+    /// Seed of the random parts of the corpus
+    #[arg(long, value_name = "S", default_value_t = 1)]
     seed: u64,
+    /// The shim's pid (else read from the socket, SO_PEERCRED)
+    #[arg(long, value_name = "PID")]
     pid: Option<u32>,
+    /// Cases (and, for vhost, the groups rings, abuse, suspects) to leave out; may be repeated
+    #[arg(long, value_name = "CASE,CASE", value_delimiter = ',')]
     skip: Vec<String>,
 }
 
-fn parse_args(args: &[String]) -> Result<Args, String> {
-    let (mode, rest) = args.split_first().ok_or(USAGE)?;
-    let mode = match mode.as_str() {
-        "stream" => Mode::Stream,
-        "vhost" | "vhost-user" => Mode::Vhost,
-        _ => return Err(USAGE.into()),
-    };
-    let mut socket = None;
-    let mut seed = 1;
-    let mut pid = None;
-    let mut skip = Vec::new();
-    let mut it = rest.iter();
-    while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        match flag.as_str() {
-            "--socket" => socket = Some(PathBuf::from(value)),
-            "--seed" => {
-                seed = value
-                    .parse()
-                    .map_err(|_| format!("--seed {value:?} is not a number"))?;
-            }
-            "--pid" => {
-                pid = Some(
-                    value
-                        .parse()
-                        .map_err(|_| format!("--pid {value:?} is not a number"))?,
-                );
-            }
-            "--skip" => skip.extend(
-                value
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned),
-            ),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    let socket = socket.ok_or_else(|| format!("--socket is required\n{USAGE}"))?;
-    Ok(Args {
-        mode,
-        socket,
-        seed,
-        pid,
-        skip,
-    })
-}
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if matches!(args.first().map(String::as_str), Some("-h" | "--help")) {
-        print!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let args = match parse_args(&args) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("hostile-guest: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     let started = now();
     let mut t = Tally::new(&args);
     // Descriptors a hostile VMM keeps open after it has disconnected (see the vhost corpus).
@@ -2931,5 +2888,42 @@ mod vhost_corpus {
         );
         let _ = s.stop_rings();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn the_tests_invocation_parses() {
+        // as tests/hostile_guest.rs runs it, with HOSTILE_GUEST_SKIP
+        let a = Args::try_parse_from([
+            "hostile-guest",
+            "vhost-user",
+            "--socket",
+            "s.sock",
+            "--seed",
+            "1",
+            "--pid",
+            "42",
+            "--skip",
+            "rings,suspects",
+        ])
+        .unwrap();
+        assert_eq!(a.mode, Mode::Vhost);
+        assert_eq!((a.seed, a.pid), (1, Some(42)));
+        assert_eq!(a.skip, ["rings", "suspects"]);
+        let a = Args::try_parse_from(["hostile-guest", "stream", "--socket", "s.sock"]).unwrap();
+        assert_eq!((a.mode, a.seed, a.pid), (Mode::Stream, 1, None));
+        assert!(Args::try_parse_from(["hostile-guest", "stream"]).is_err());
+        assert!(Args::try_parse_from(["hostile-guest", "qemu", "--socket", "s"]).is_err());
     }
 }
