@@ -74,25 +74,89 @@ pub enum Outcome<'a> {
     Dropped(DropReason),
 }
 
+/// Defines a drop-reason enum and its counters: every reason gets a stable snake_case label
+/// (for metrics and logs) and one counter, so every drop has a name and a count. Used for the
+/// tunnel's [`DropReason`] and, in `vmm-shim`, the guest link's drops.
+///
+/// ```
+/// tunnel::drop_reasons! {
+///     /// Why a thing was dropped.
+///     pub enum ThingDrop, counted by ThingDrops {
+///         /// too short
+///         Short => "short",
+///     }
+/// }
+/// let mut c = ThingDrops::default();
+/// c.add(ThingDrop::Short);
+/// assert_eq!(c.nonzero().collect::<Vec<_>>(), [("short", 1)]);
+/// ```
+#[macro_export]
 macro_rules! drop_reasons {
-    ($( $(#[doc = $doc:literal])* $name:ident => $label:literal, )*) => {
-        /// Why a datagram or packet was dropped. Every drop has one, and a counter.
+    (
+        $(#[doc = $enum_doc:literal])*
+        pub enum $reason:ident, counted by $counters:ident {
+            $( $(#[doc = $doc:literal])* $name:ident => $label:literal, )*
+        }
+    ) => {
+        $(#[doc = $enum_doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum DropReason { $( $(#[doc = $doc])* $name, )* }
+        pub enum $reason { $( $(#[doc = $doc])* $name, )* }
 
-        impl DropReason {
+        impl $reason {
             /// Every reason, in counter order.
-            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+            pub const ALL: &'static [$reason] = &[$($reason::$name,)*];
 
             /// A stable snake_case label, for metrics and logs.
             pub const fn label(self) -> &'static str {
-                match self { $(DropReason::$name => $label,)* }
+                match self { $($reason::$name => $label,)* }
+            }
+        }
+
+        #[doc = concat!("One counter per [`", stringify!($reason), "`].")]
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct $counters {
+            counts: [u64; $reason::ALL.len()],
+        }
+
+        impl $counters {
+            /// Counts one drop.
+            pub fn add(&mut self, reason: $reason) {
+                if let Some(c) = self.counts.get_mut(reason as usize) {
+                    *c = c.saturating_add(1);
+                }
+            }
+
+            /// The count for one reason.
+            pub fn get(&self, reason: $reason) -> u64 {
+                self.counts.get(reason as usize).copied().unwrap_or(0)
+            }
+
+            /// All drops.
+            pub fn total(&self) -> u64 {
+                self.counts.iter().sum()
+            }
+
+            /// Adds another set of counters into this one.
+            pub fn merge(&mut self, other: &$counters) {
+                for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+                    *a = a.saturating_add(*b);
+                }
+            }
+
+            /// `(label, count)` for every reason with a non-zero count.
+            pub fn nonzero(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+                $reason::ALL
+                    .iter()
+                    .map(|r| (r.label(), self.get(*r)))
+                    .filter(|(_, c)| *c > 0)
             }
         }
     };
 }
 
 drop_reasons! {
+    /// Why a datagram or packet was dropped. Every drop has one, and a counter.
+    pub enum DropReason, counted by DropCounters {
     /// not a WireGuard message: bad type, reserved bytes or size
     Malformed => "malformed",
     /// from an address other than the configured endpoint
@@ -126,45 +190,6 @@ drop_reasons! {
     InnerRefused => "inner_refused",
     /// an output buffer too small for the input (a caller bug, caught before boringtun panics)
     BufferTooSmall => "buffer_too_small",
-}
-
-/// One counter per [`DropReason`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DropCounters {
-    counts: [u64; DropReason::ALL.len()],
-}
-
-impl DropCounters {
-    /// Counts one drop.
-    pub fn add(&mut self, reason: DropReason) {
-        if let Some(c) = self.counts.get_mut(reason as usize) {
-            *c = c.saturating_add(1);
-        }
-    }
-
-    /// The count for one reason.
-    pub fn get(&self, reason: DropReason) -> u64 {
-        self.counts.get(reason as usize).copied().unwrap_or(0)
-    }
-
-    /// All drops.
-    pub fn total(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    /// Adds another set of counters into this one.
-    pub fn merge(&mut self, other: &DropCounters) {
-        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
-            *a = a.saturating_add(*b);
-        }
-    }
-
-    /// `(label, count)` for every reason with a non-zero count.
-    pub fn nonzero(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        DropReason::ALL
-            .iter()
-            .map(|r| (r.label(), self.get(*r)))
-            .filter(|(_, c)| *c > 0)
     }
 }
 

@@ -51,26 +51,10 @@ const RA_INTERVAL: Duration = Duration::from_secs(600);
 /// The size every output buffer handed to this module must have at least.
 pub const OUT_LEN: usize = ETH_HLEN + tunnel::min_buffer_len(tunnel::MAX_DATAGRAM);
 
-macro_rules! guest_drops {
-    ($( $(#[doc = $doc:literal])* $name:ident => $label:literal, )*) => {
-        /// Why a frame from the guest (or a packet for it) was not used. Every drop has one,
-        /// and a counter.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum GuestDrop { $( $(#[doc = $doc])* $name, )* }
-
-        impl GuestDrop {
-            /// Every reason, in counter order.
-            pub const ALL: &'static [GuestDrop] = &[$(GuestDrop::$name,)*];
-
-            /// A stable snake_case label, for metrics and logs.
-            pub const fn label(self) -> &'static str {
-                match self { $(GuestDrop::$name => $label,)* }
-            }
-        }
-    };
-}
-
-guest_drops! {
+tunnel::drop_reasons! {
+    /// Why a frame from the guest (or a packet for it) was not used. Every drop has one, and
+    /// a counter.
+    pub enum GuestDrop, counted by GuestDrops {
     /// shorter than an Ethernet header
     FrameTooShort => "frame_too_short",
     /// longer than [`MAX_FRAME`]
@@ -111,37 +95,6 @@ guest_drops! {
     NoGuestMac => "no_guest_mac",
     /// a frame the shim originates, with its queue full
     QueueFull => "queue_full",
-}
-
-/// One counter per [`GuestDrop`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GuestDrops {
-    counts: [u64; GuestDrop::ALL.len()],
-}
-
-impl GuestDrops {
-    fn add(&mut self, reason: GuestDrop) {
-        if let Some(c) = self.counts.get_mut(reason as usize) {
-            *c = c.saturating_add(1);
-        }
-    }
-
-    /// The count for `reason`.
-    pub fn get(&self, reason: GuestDrop) -> u64 {
-        self.counts.get(reason as usize).copied().unwrap_or(0)
-    }
-
-    /// `(label, count)` of every non-zero counter.
-    pub fn nonzero(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        GuestDrop::ALL
-            .iter()
-            .map(|r| (r.label(), self.get(*r)))
-            .filter(|(_, c)| *c > 0)
-    }
-
-    /// All drops.
-    pub fn total(&self) -> u64 {
-        self.counts.iter().sum()
     }
 }
 
