@@ -33,9 +33,16 @@ use std::time::{Duration, Instant};
 use probe::health::{HealthChange, ProbeCounters};
 use probe::packet::ProbeTarget;
 use probe::select::PathView;
-use probe::{Intent, PathHealth, PathMonitor, Policy, ProbeConfig, Selector, SwitchReason};
-use sessionkeeper::{Keeper, KeeperConfig, KeeperStats, StableAddresses};
-use tunnel::{DropCounters, DropReason, Outcome, Transmit, Tunnel, TunnelConfig, TunnelStats};
+use probe::{Intent, PathHealth, PathMonitor, Selector, SwitchReason};
+use sessionkeeper::{Keeper, KeeperConfig, KeeperStats};
+use tunnel::{
+    DropCounters, DropReason, EndpointPolicy, Outcome, Transmit, Tunnel, TunnelConfig, TunnelStats,
+};
+
+// The types an EngineConfig is made of, so front ends need no crate below the engine.
+pub use probe::{Policy, ProbeConfig};
+pub use sessionkeeper::StableAddresses;
+pub use tunnel::{AllowedIps, Prefix, PrivateKey, PublicKey};
 
 /// A call this much later than the engine's own deadline ([`Engine::poll_timeout`]) means the
 /// process did not run (suspend, SIGSTOP, a paused VM): the engine resumes instead of blaming
@@ -67,39 +74,171 @@ const OUTBOX_SLOT: usize = 512;
 /// [`Engine::handle_timeout`]); beyond it they are dropped and counted, like a full socket.
 const OUTBOX_PER_DC: usize = 8;
 
-/// One datacenter as the engine sees it.
-#[derive(Debug)]
+/// Where a datacenter's gateway listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// an address and port
+    Addr(SocketAddr),
+    /// a host name and port, resolved at run time ([`Engine::poll_lookup`]); the tunnel sends
+    /// nothing until it resolves
+    Name {
+        /// the host name
+        host: String,
+        /// the port
+        port: u16,
+    },
+}
+
+/// How a datacenter's tunnel is probed from inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// a failoverd gateway's probe responder at this inner address (it also claims the stable
+    /// address while this datacenter is active)
+    Gateway(IpAddr),
+    /// ICMP echo to this host behind a plain WireGuard server
+    Icmp(IpAddr),
+}
+
+impl Probe {
+    /// The address probes go to.
+    pub fn addr(self) -> IpAddr {
+        match self {
+            Probe::Gateway(a) | Probe::Icmp(a) => a,
+        }
+    }
+}
+
+/// One datacenter, as the front end configures it.
+#[derive(Debug, Clone)]
 pub struct DatacenterConfig {
     /// operator-chosen name, unique
     pub name: String,
-    /// the session to its gateway (endpoint fixed, kept established)
-    pub tunnel: TunnelConfig,
-    /// where this tunnel's probes go
-    pub probe: ProbeTarget,
-    /// random per process and tunnel (the front end draws it; the engine has no randomness)
-    pub probe_nonce: u64,
-    /// the endpoint as a host name and port, resolved at run time (the tunnel's endpoint is
-    /// then [`tunnel::EndpointPolicy::Controlled`]: none until the name resolves)
-    pub endpoint_name: Option<(String, u16)>,
+    /// where its gateway listens
+    pub endpoint: Endpoint,
+    /// its gateway's public key
+    pub public_key: PublicKey,
+    /// inner sources accepted from it
+    pub allowed_ips: AllowedIps,
+    /// seconds between keepalives when idle, if any
+    pub persistent_keepalive: Option<u16>,
+    /// how its tunnel is probed
+    pub probe: Probe,
 }
 
-/// What the engine needs.
+/// What the engine needs: the front end builds it from its configuration file and nothing
+/// else (the tunnels, probes and session keeper are configured from it inside).
 #[derive(Debug)]
 pub struct EngineConfig {
+    /// the client's private key, the same on every tunnel
+    pub private_key: PrivateKey,
     /// the client's stable inner addresses: the only sources it sends into a tunnel
     pub stable: StableAddresses,
+    /// the addresses the local side uses, mapped to the stable ones (none: the local side
+    /// uses the stable addresses)
+    pub local: StableAddresses,
     /// the datacenters, in priority order
     pub datacenters: Vec<DatacenterConfig>,
     /// probe timing, detection, hold-down and damping
     pub probe: ProbeConfig,
     /// path selection policy
     pub policy: Policy,
-    /// local addresses, MSS clamp, flow table and switch-over recovery (its `stable` is
-    /// replaced by the one above)
-    pub keeper: KeeperConfig,
+    /// the local side's MTU (the smallest datacenter MTU): SYNs are clamped to fit it
+    pub mtu: u16,
+    /// flows tracked at most
+    pub max_flows: usize,
+    /// switch-over recovery of live TCP flows at a switch
+    pub switch_recovery: bool,
     /// what the client routes into its tunnels: an endpoint name resolving in here is refused
     /// (the tunnel's packets would go through itself)
-    pub routes: Vec<tunnel::Prefix>,
+    pub routes: Vec<Prefix>,
+    /// randomness for probe nonces and ICMP identifiers, drawn by the front end (the engine
+    /// has none): a new value per process
+    pub seed: u64,
+}
+
+/// A datacenter as the engine builds it: its tunnel's and probe's own configuration.
+#[derive(Debug)]
+struct Planned {
+    name: String,
+    tunnel: TunnelConfig,
+    probe: ProbeTarget,
+    /// how it was configured, for what a reload compares
+    configured_probe: Probe,
+    probe_nonce: u64,
+    endpoint_name: Option<(String, u16)>,
+}
+
+/// An [`EngineConfig`] in the terms of the crates below.
+#[derive(Debug)]
+struct Lowered {
+    stable: StableAddresses,
+    datacenters: Vec<Planned>,
+    probe: ProbeConfig,
+    policy: Policy,
+    keeper: KeeperConfig,
+    routes: Vec<Prefix>,
+}
+
+/// splitmix64: a well-mixed value per (seed, datacenter) for nonces and ICMP ids.
+fn mix(seed: u64, i: u64) -> u64 {
+    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl EngineConfig {
+    fn lower(self) -> Lowered {
+        let datacenters = self
+            .datacenters
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let r = mix(self.seed, i as u64);
+                Planned {
+                    tunnel: TunnelConfig {
+                        private_key: self.private_key.clone(),
+                        peer_public_key: d.public_key,
+                        persistent_keepalive: d.persistent_keepalive,
+                        index: u32::try_from(i).unwrap_or(u32::MAX),
+                        allowed_ips: d.allowed_ips,
+                        endpoint: match d.endpoint {
+                            Endpoint::Addr(a) => EndpointPolicy::Fixed(a),
+                            Endpoint::Name { .. } => EndpointPolicy::Controlled,
+                        },
+                        keep_established: true,
+                    },
+                    probe: match d.probe {
+                        Probe::Gateway(a) => ProbeTarget::Gateway(a),
+                        Probe::Icmp(addr) => ProbeTarget::Icmp {
+                            addr,
+                            id: (r >> 48) as u16,
+                        },
+                    },
+                    configured_probe: d.probe,
+                    probe_nonce: r,
+                    endpoint_name: match d.endpoint {
+                        Endpoint::Name { host, port } => Some((host, port)),
+                        Endpoint::Addr(_) => None,
+                    },
+                    name: d.name,
+                }
+            })
+            .collect();
+        Lowered {
+            keeper: KeeperConfig {
+                local: self.local,
+                max_flows: self.max_flows,
+                recovery: self.switch_recovery,
+                ..KeeperConfig::new(self.stable, self.mtu)
+            },
+            stable: self.stable,
+            datacenters,
+            probe: self.probe,
+            policy: self.policy,
+            routes: self.routes,
+        }
+    }
 }
 
 /// Index of a datacenter in configuration order.
@@ -315,18 +454,19 @@ struct TunnelIdentity {
     keepalive: Option<u16>,
     allowed_ips: tunnel::AllowedIps,
     endpoint: tunnel::EndpointPolicy,
-    probe: ProbeTarget,
+    /// as configured: a new ICMP identifier or nonce is no new tunnel
+    probe: Probe,
 }
 
 impl TunnelIdentity {
-    fn of(dc: &DatacenterConfig) -> Self {
+    fn of(dc: &Planned) -> Self {
         Self {
             own_public: dc.tunnel.private_key.public_key(),
             peer: dc.tunnel.peer_public_key,
             keepalive: dc.tunnel.persistent_keepalive,
             allowed_ips: dc.tunnel.allowed_ips.clone(),
             endpoint: dc.tunnel.endpoint,
-            probe: dc.probe,
+            probe: dc.configured_probe,
         }
     }
 }
@@ -407,7 +547,7 @@ impl std::fmt::Debug for Engine {
 
 impl Datacenter {
     fn new(
-        dc: DatacenterConfig,
+        dc: Planned,
         probe: &ProbeConfig,
         probe_source: IpAddr,
         now: Instant,
@@ -435,7 +575,7 @@ impl Datacenter {
 
 /// The endpoint-name policy for `config`: its named endpoints, all due at `now`; the client's
 /// own addresses and what it routes into its tunnels are refused as answers.
-fn resolver_for(config: &EngineConfig, now: Instant) -> resolve::Resolver {
+fn resolver_for(config: &Lowered, now: Instant) -> resolve::Resolver {
     let names = config.datacenters.iter().filter_map(|d| {
         d.endpoint_name
             .as_ref()
@@ -454,7 +594,7 @@ fn resolver_for(config: &EngineConfig, now: Instant) -> resolve::Resolver {
     resolve::Resolver::new(names, own, config.routes.clone(), now)
 }
 
-fn probe_source(stable: &StableAddresses, dc: &DatacenterConfig) -> Result<IpAddr, EngineError> {
+fn probe_source(stable: &StableAddresses, dc: &Planned) -> Result<IpAddr, EngineError> {
     let target = dc.probe.addr();
     match target {
         IpAddr::V4(_) => stable.v4.map(IpAddr::V4),
@@ -470,6 +610,7 @@ impl Engine {
     /// Builds every tunnel and monitor. Nothing is sent before the first
     /// [`Engine::handle_timeout`], which the front end must call at once.
     pub fn new(config: EngineConfig, now: Instant) -> Result<Self, EngineError> {
+        let config = config.lower();
         if config.datacenters.is_empty() {
             return Err(EngineError::NoDatacenter);
         }
@@ -1030,6 +1171,7 @@ impl Engine {
         config: EngineConfig,
         now: Instant,
     ) -> Result<ReloadReport, EngineError> {
+        let config = config.lower();
         if config.datacenters.is_empty() {
             return Err(EngineError::NoDatacenter);
         }
@@ -1052,7 +1194,7 @@ impl Engine {
         let resolver = resolver_for(&config, now);
         // Validate and build everything new before touching the running state.
         let mut report = ReloadReport::default();
-        let mut plan: Vec<(DatacenterConfig, Option<usize>)> = Vec::new();
+        let mut plan: Vec<(Planned, Option<usize>)> = Vec::new();
         for dc in config.datacenters {
             probe_source(&config.stable, &dc)?;
             let old = self.dcs.iter().position(|d| d.name == dc.name);
@@ -1084,10 +1226,11 @@ impl Engine {
             while used_indexes.contains(&next_index) {
                 next_index += 1;
             }
-            let mut cfg = DatacenterConfig {
+            let mut cfg = Planned {
                 name: dc.name.clone(),
                 tunnel: dc.tunnel.clone(),
                 probe: dc.probe,
+                configured_probe: dc.configured_probe,
                 probe_nonce: dc.probe_nonce,
                 endpoint_name: dc.endpoint_name.clone(),
             };

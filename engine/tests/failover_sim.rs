@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 
 use engine::gateway::{Gateway, GatewayClient, GatewayConfig, GatewayEvent, ReturnPath};
 use engine::{DatacenterConfig, DcId, Engine, EngineConfig, Event};
-use probe::packet::ProbeTarget;
 use probe::{Policy, ProbeConfig, SwitchReason};
-use sessionkeeper::{KeeperConfig, StableAddresses};
-use tunnel::{AllowedIps, EndpointPolicy, Outcome, PeerConfig, PrivateKey, TunnelConfig};
+use sessionkeeper::StableAddresses;
+use tunnel::{AllowedIps, Outcome, PeerConfig, PrivateKey};
 
 const CLIENT: &str = "198.18.0.1:40000";
 const GW_INNER: [u8; 4] = [100, 96, 0, 1];
@@ -87,18 +86,11 @@ impl Sim {
             let addr: SocketAddr = format!("198.18.0.{}:51820", 11 + i).parse().unwrap();
             dcs.push(DatacenterConfig {
                 name: format!("dc{}", i + 1),
-                tunnel: TunnelConfig {
-                    private_key: client_key.clone(),
-                    peer_public_key: key.public_key(),
-                    persistent_keepalive: None,
-                    index: i as u32,
-                    allowed_ips: AllowedIps::new(vec!["0.0.0.0/0".parse().unwrap()]),
-                    endpoint: EndpointPolicy::Fixed(addr),
-                    keep_established: true,
-                },
-                probe: ProbeTarget::Gateway(IpAddr::from(GW_INNER)),
-                probe_nonce: seed.wrapping_mul(31).wrapping_add(i as u64),
-                endpoint_name: None,
+                endpoint: engine::Endpoint::Addr(addr),
+                public_key: key.public_key(),
+                allowed_ips: AllowedIps::new(vec!["0.0.0.0/0".parse().unwrap()]),
+                persistent_keepalive: None,
+                probe: engine::Probe::Gateway(IpAddr::from(GW_INNER)),
             });
             let gw = Gateway::new(GatewayConfig {
                 private_key: key,
@@ -119,18 +111,20 @@ impl Sim {
         }
         let client = Engine::new(
             EngineConfig {
+                private_key: client_key.clone(),
                 stable: StableAddresses {
                     v4: Some([100, 96, 0, 2].into()),
                     v6: None,
                 },
+                local: StableAddresses::default(),
                 datacenters: dcs,
                 probe: ProbeConfig::default(),
                 policy,
-                keeper: KeeperConfig {
-                    recovery,
-                    ..KeeperConfig::new(StableAddresses::default(), 1420)
-                },
+                mtu: 1420,
+                max_flows: 65_536,
+                switch_recovery: recovery,
                 routes: Vec::new(),
+                seed,
             },
             t0,
         )
@@ -911,24 +905,22 @@ fn config_for(sim: &Sim, dcs: &[usize], policy: Policy) -> EngineConfig {
             .iter()
             .map(|&i| DatacenterConfig {
                 name: format!("dc{}", i + 1),
-                tunnel: TunnelConfig {
-                    private_key: sim.client_key.clone(),
-                    peer_public_key: sim.dc_keys[i].1,
-                    persistent_keepalive: None,
-                    index: i as u32,
-                    allowed_ips: AllowedIps::new(vec!["0.0.0.0/0".parse().unwrap()]),
-                    endpoint: EndpointPolicy::Fixed(sim.dc_keys[i].0),
-                    keep_established: true,
-                },
-                probe: ProbeTarget::Gateway(IpAddr::from(GW_INNER)),
-                probe_nonce: sim.seed.wrapping_mul(31).wrapping_add(i as u64),
-                endpoint_name: None,
+                endpoint: engine::Endpoint::Addr(sim.dc_keys[i].0),
+                public_key: sim.dc_keys[i].1,
+                allowed_ips: AllowedIps::new(vec!["0.0.0.0/0".parse().unwrap()]),
+                persistent_keepalive: None,
+                probe: engine::Probe::Gateway(IpAddr::from(GW_INNER)),
             })
             .collect(),
+        private_key: sim.client_key.clone(),
+        local: StableAddresses::default(),
         probe: ProbeConfig::default(),
         policy,
-        keeper: KeeperConfig::new(StableAddresses::default(), 1420),
+        mtu: 1420,
+        max_flows: 65_536,
+        switch_recovery: true,
         routes: Vec::new(),
+        seed: sim.seed,
     }
 }
 
@@ -1023,7 +1015,7 @@ fn a_reload_keeps_unchanged_tunnels_and_the_active_one() {
     assert!(sim.switches_after(t).is_empty(), "{:?}", sim.switches);
     // dc3 back, with a changed keepalive: built new, and it comes up
     let mut cfg = config_for(&sim, &[0, 1, 2], priority());
-    cfg.datacenters[1].tunnel.persistent_keepalive = Some(25);
+    cfg.datacenters[1].persistent_keepalive = Some(25);
     let now = sim.now;
     let report = sim.client.reconfigure(cfg, now).unwrap();
     assert_eq!(report.added, vec!["dc3".to_owned()]);
@@ -1052,13 +1044,13 @@ fn a_reload_keeps_unchanged_tunnels_and_the_active_one() {
     assert_eq!(sim.client.status().len(), 3);
     // so are a new MTU (the local side was set up with the old one) and a new flow table size
     let mut cfg = config_for(&sim, &[0], priority());
-    cfg.keeper.mtu = 1380;
+    cfg.mtu = 1380;
     assert!(matches!(
         sim.client.reconfigure(cfg, now),
         Err(engine::EngineError::RestartNeeded { what }) if what.contains("mtu")
     ));
     let mut cfg = config_for(&sim, &[0], priority());
-    cfg.keeper.max_flows /= 2;
+    cfg.max_flows /= 2;
     assert!(matches!(
         sim.client.reconfigure(cfg, now),
         Err(engine::EngineError::RestartNeeded {
@@ -1199,8 +1191,10 @@ fn endpoint_names_are_asked_for_answers_judged_and_asked_again() {
     // dc1's endpoint becomes a name (a reload): no endpoint until it resolves
     let mut cfg = config_for(&sim, &[0, 1], priority());
     cfg.routes = vec!["198.19.0.0/16".parse().unwrap()];
-    cfg.datacenters[0].tunnel.endpoint = EndpointPolicy::Controlled;
-    cfg.datacenters[0].endpoint_name = Some(("dc1.example".into(), 51820));
+    cfg.datacenters[0].endpoint = engine::Endpoint::Name {
+        host: "dc1.example".into(),
+        port: 51820,
+    };
     let now = sim.now;
     sim.client.reconfigure(cfg, now).unwrap();
     sim.client.handle_timeout(now);

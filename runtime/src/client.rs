@@ -6,74 +6,58 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use engine::{DatacenterConfig, Engine, EngineConfig, Event};
-use probe::packet::ProbeTarget;
+use engine::{DatacenterConfig, Engine, EngineConfig, Event, Probe, StableAddresses};
 use probe::PathHealth;
 use rand_core::RngCore as _;
 use serde_json::json;
-use sessionkeeper::{KeeperConfig, StableAddresses};
-use tunnel::{EndpointPolicy, TunnelConfig};
 
 use crate::config::{ClientConfig, Endpoint, ProbeKind};
 use crate::control::{self, Command};
 use crate::metrics::Exposition;
 use crate::{clock, drops_json, privileges};
 
-/// The engine's configuration from a client configuration file: every datacenter's tunnel and
-/// probe target (probe ids and nonces drawn here: the engine has no randomness), the session
-/// keeper with the file's local addresses.
+/// The engine's configuration from a client configuration file (the randomness the engine
+/// has none of — probe nonces, ICMP identifiers — comes from the seed drawn here).
 pub fn engine_config(config: &ClientConfig) -> EngineConfig {
-    let datacenters = config
-        .datacenters
-        .iter()
-        .enumerate()
-        .map(|(i, d)| DatacenterConfig {
-            probe: match d.probe {
-                ProbeKind::Gateway => ProbeTarget::Gateway(d.probe_address),
-                ProbeKind::Icmp => ProbeTarget::Icmp {
-                    addr: d.probe_address,
-                    id: (rand_core::OsRng.next_u32() & 0xffff) as u16,
+    EngineConfig {
+        private_key: config.private_key.clone(),
+        stable: StableAddresses {
+            v4: config.stable_v4,
+            v6: config.stable_v6,
+        },
+        local: StableAddresses {
+            v4: config.local_v4,
+            v6: config.local_v6,
+        },
+        datacenters: config
+            .datacenters
+            .iter()
+            .map(|d| DatacenterConfig {
+                name: d.name.clone(),
+                endpoint: match &d.endpoint {
+                    Endpoint::Addr(a) => engine::Endpoint::Addr(*a),
+                    Endpoint::Name { host, port } => engine::Endpoint::Name {
+                        host: host.clone(),
+                        port: *port,
+                    },
                 },
-            },
-            probe_nonce: rand_core::OsRng.next_u64(),
-            endpoint_name: match &d.endpoint {
-                Endpoint::Name { host, port } => Some((host.clone(), *port)),
-                Endpoint::Addr(_) => None,
-            },
-            name: d.name.clone(),
-            tunnel: TunnelConfig {
-                private_key: config.private_key.clone(),
-                peer_public_key: d.public_key,
+                public_key: d.public_key,
+                allowed_ips: d.allowed_ips.clone(),
                 persistent_keepalive: (d.persistent_keepalive > 0)
                     .then_some(d.persistent_keepalive),
-                index: i as u32,
-                allowed_ips: d.allowed_ips.clone(),
-                endpoint: match &d.endpoint {
-                    Endpoint::Addr(a) => EndpointPolicy::Fixed(*a),
-                    Endpoint::Name { .. } => EndpointPolicy::Controlled,
+                probe: match d.probe {
+                    ProbeKind::Gateway => Probe::Gateway(d.probe_address),
+                    ProbeKind::Icmp => Probe::Icmp(d.probe_address),
                 },
-                keep_established: true,
-            },
-        })
-        .collect();
-    let stable = StableAddresses {
-        v4: config.stable_v4,
-        v6: config.stable_v6,
-    };
-    let mut keeper = KeeperConfig::new(stable, config.mtu());
-    keeper.local = StableAddresses {
-        v4: config.local_v4,
-        v6: config.local_v6,
-    };
-    keeper.max_flows = config.flow_table_size;
-    keeper.recovery = config.switch_recovery;
-    EngineConfig {
-        stable,
-        datacenters,
+            })
+            .collect(),
         probe: config.probe.clone(),
         policy: config.policy,
-        keeper,
+        mtu: config.mtu(),
+        max_flows: config.flow_table_size,
+        switch_recovery: config.switch_recovery,
         routes: config.routes.clone(),
+        seed: rand_core::OsRng.next_u64(),
     }
 }
 

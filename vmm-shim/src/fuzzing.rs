@@ -21,10 +21,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use engine::{DatacenterConfig, Engine, EngineConfig};
-use probe::packet::ProbeTarget;
 use probe::{Policy, ProbeConfig};
-use sessionkeeper::{KeeperConfig, StableAddresses};
-use tunnel::{AllowedIps, EndpointPolicy, Prefix, PrivateKey, TunnelConfig};
+use sessionkeeper::StableAddresses;
+use tunnel::{AllowedIps, Prefix, PrivateKey};
 
 use crate::dhcp::{self, ClientMessage, Lease, MessageType, Refusal};
 use crate::framing::{self, DecodeError, Decoder, DecoderStats, MAX_WIRE_FRAME, PREFIX_LEN};
@@ -257,32 +256,27 @@ pub fn engine_config() -> EngineConfig {
         Prefix::new(Ipv6Addr::UNSPECIFIED.into(), 0),
     ];
     EngineConfig {
+        private_key: client,
         stable: StableAddresses {
             v4: Some(STABLE_V4),
             v6: Some(STABLE_V6),
         },
+        local: StableAddresses::default(),
         datacenters: vec![DatacenterConfig {
             name: "dc1".to_owned(),
-            tunnel: TunnelConfig {
-                private_key: client,
-                peer_public_key: gateway.public_key(),
-                persistent_keepalive: None,
-                index: 0,
-                allowed_ips: AllowedIps::new(everything.into_iter().flatten().collect()),
-                endpoint: EndpointPolicy::Fixed(ENDPOINT),
-                keep_established: true,
-            },
-            probe: ProbeTarget::Gateway(GATEWAY_INNER.into()),
-            probe_nonce: 0x5eed,
-            endpoint_name: None,
+            endpoint: engine::Endpoint::Addr(ENDPOINT),
+            public_key: gateway.public_key(),
+            allowed_ips: AllowedIps::new(everything.into_iter().flatten().collect()),
+            persistent_keepalive: None,
+            probe: engine::Probe::Gateway(GATEWAY_INNER.into()),
         }],
         probe: ProbeConfig::default(),
         policy: Policy::Priority { failback: true },
-        keeper: KeeperConfig {
-            max_flows: 64,
-            ..KeeperConfig::new(StableAddresses::default(), MTU)
-        },
+        mtu: MTU,
+        max_flows: 64,
+        switch_recovery: true,
         routes: Vec::new(),
+        seed: 0x5eed,
     }
 }
 

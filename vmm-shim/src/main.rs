@@ -175,7 +175,8 @@ fn serve(path: PathBuf, config: ShimConfig, frontend: Frontend) -> anyhow::Resul
             Frontend::VhostUser(path) => frontend::vhost_user(path, config.guest.mac)?,
         };
         let mut engine_config = client::engine_config(&config.client);
-        engine_config.keeper.local = StableAddresses::default();
+        // the local addresses are the guest's, learnt from its link
+        engine_config.local = StableAddresses::default();
         let engine = Engine::new(engine_config, clock::now()).context("building the engine")?;
         let net = NetNode(GuestNet::new(guest_config(&config), engine, clock::now()));
         let link = GuestLink {

@@ -31,14 +31,13 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use engine::gateway::{Gateway, GatewayClient, GatewayConfig, GatewayEvent, ReturnPath};
 use engine::{DatacenterConfig, DcId, Engine, EngineConfig, Event};
-use probe::packet::ProbeTarget;
 use probe::{Policy, ProbeConfig};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use sessionkeeper::{KeeperConfig, StableAddresses};
-use tunnel::{AllowedIps, EndpointPolicy, Outcome, PeerConfig, PrivateKey, TunnelConfig};
+use sessionkeeper::StableAddresses;
+use tunnel::{AllowedIps, Outcome, PeerConfig, PrivateKey};
 use vmm_shim::framing::{self, Decoder};
 use vmm_shim::guest::{MAX_FRAME, OUT_LEN, SHIM_MAC};
 use vmm_shim::wire::Mac;
@@ -922,21 +921,14 @@ fn build(opts: Opts, t0: Instant) -> (GuestNet, Vec<(SocketAddr, Gateway)>) {
         let addr = gateway_addr(i);
         dcs.push(DatacenterConfig {
             name: format!("dc{}", i + 1),
-            tunnel: TunnelConfig {
-                private_key: client_key.clone(),
-                peer_public_key: gw_key.public_key(),
-                persistent_keepalive: None,
-                index: i as u32,
-                allowed_ips: AllowedIps::new(vec![
-                    "0.0.0.0/0".parse().unwrap(),
-                    "::/0".parse().unwrap(),
-                ]),
-                endpoint: EndpointPolicy::Fixed(addr),
-                keep_established: true,
-            },
-            probe: ProbeTarget::Gateway(GW_INNER.into()),
-            probe_nonce: opts.seed.wrapping_mul(31).wrapping_add(i as u64),
-            endpoint_name: None,
+            endpoint: engine::Endpoint::Addr(addr),
+            public_key: gw_key.public_key(),
+            allowed_ips: AllowedIps::new(vec![
+                "0.0.0.0/0".parse().unwrap(),
+                "::/0".parse().unwrap(),
+            ]),
+            persistent_keepalive: None,
+            probe: engine::Probe::Gateway(GW_INNER.into()),
         });
         let gw = Gateway::new(GatewayConfig {
             private_key: gw_key,
@@ -962,15 +954,17 @@ fn build(opts: Opts, t0: Instant) -> (GuestNet, Vec<(SocketAddr, Gateway)>) {
     let mtu = *MTUS[..opts.dcs].iter().min().unwrap();
     let engine = Engine::new(
         EngineConfig {
+            private_key: client_key.clone(),
             stable,
+            local: StableAddresses::default(),
             datacenters: dcs,
             probe: ProbeConfig::default(),
             policy: Policy::Priority { failback: true },
-            keeper: KeeperConfig {
-                max_flows: 4096,
-                ..KeeperConfig::new(StableAddresses::default(), mtu)
-            },
+            mtu,
+            max_flows: 4096,
+            switch_recovery: true,
             routes: Vec::new(),
+            seed: opts.seed,
         },
         t0,
     )
