@@ -8,7 +8,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use sessionkeeper::checksum;
+use ::wire::checksum;
 
 /// Ethernet header length (no 802.1Q tag: tagged frames are refused).
 pub const ETH_HLEN: usize = 14;

@@ -158,10 +158,18 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     pub fn ethertype(&self) -> u16 {
         field::be16(self.buffer.as_ref(), 12).unwrap_or(0)
     }
+}
 
+impl<'a, T: AsRef<[u8]> + ?Sized> EthernetFrame<&'a T> {
     /// Everything after the header.
-    pub fn payload(&self) -> &[u8] {
-        self.buffer.as_ref().get(HEADER_LEN..).unwrap_or_default()
+    pub fn payload(&self) -> &'a [u8] {
+        {
+            let b: &'a T = self.buffer;
+            b
+        }
+        .as_ref()
+        .get(HEADER_LEN..)
+        .unwrap_or_default()
     }
 }
 

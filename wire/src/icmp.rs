@@ -76,11 +76,6 @@ macro_rules! common_accessors {
         pub fn echo_seq_no(&self) -> u16 {
             field::be16(self.buffer.as_ref(), 6).unwrap_or(0)
         }
-
-        /// Everything after the 8-byte header (an echo's data, an error's quoted packet).
-        pub fn payload(&self) -> &[u8] {
-            self.buffer.as_ref().get(HEADER_LEN..).unwrap_or_default()
-        }
     };
 }
 
@@ -96,6 +91,14 @@ impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
     /// Whether the checksum over the message verifies.
     pub fn verify_checksum(&self) -> bool {
         checksum::verifies(checksum::add(0, self.buffer.as_ref()))
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> Icmpv4Packet<&'a T> {
+    /// Everything after the 8-byte header (an echo's data, an error's quoted packet).
+    pub fn payload(&self) -> &'a [u8] {
+        let b: &'a T = self.buffer;
+        b.as_ref().get(HEADER_LEN..).unwrap_or_default()
     }
 }
 
@@ -124,6 +127,14 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
         let b = self.buffer.as_ref();
         let acc = checksum::pseudo_header_v6(src, dst, PROTO_ICMPV6, b.len());
         checksum::verifies(checksum::add(acc, b))
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> Icmpv6Packet<&'a T> {
+    /// Everything after the 8-byte header (an echo's data, an error's quoted packet).
+    pub fn payload(&self) -> &'a [u8] {
+        let b: &'a T = self.buffer;
+        b.as_ref().get(HEADER_LEN..).unwrap_or_default()
     }
 }
 

@@ -127,23 +127,24 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         field::ipv4_at(self.buffer.as_ref(), 16).unwrap_or(Ipv4Addr::UNSPECIFIED)
     }
 
-    /// The header, options included.
-    pub fn header(&self) -> &[u8] {
-        self.buffer
-            .as_ref()
-            .get(..self.header_len())
-            .unwrap_or_default()
-    }
-
     /// Whether the header checksum verifies.
     pub fn verify_checksum(&self) -> bool {
-        checksum::verifies(checksum::add(0, self.header()))
+        let header = self.buffer.as_ref().get(..self.header_len());
+        checksum::verifies(checksum::add(0, header.unwrap_or_default()))
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> Ipv4Packet<&'a T> {
+    /// The header, options included.
+    pub fn header(&self) -> &'a [u8] {
+        let b: &'a T = self.buffer;
+        b.as_ref().get(..self.header_len()).unwrap_or_default()
     }
 
     /// The payload: from the header's end to the total length (padding excluded).
-    pub fn payload(&self) -> &[u8] {
-        self.buffer
-            .as_ref()
+    pub fn payload(&self) -> &'a [u8] {
+        let b: &'a T = self.buffer;
+        b.as_ref()
             .get(self.header_len()..self.total_len())
             .unwrap_or_default()
     }

@@ -85,11 +85,13 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     pub fn dst_addr(&self) -> Ipv6Addr {
         field::ipv6_at(self.buffer.as_ref(), 24).unwrap_or(Ipv6Addr::UNSPECIFIED)
     }
+}
 
+impl<'a, T: AsRef<[u8]> + ?Sized> Ipv6Packet<&'a T> {
     /// The payload after the fixed header, to the payload length (padding excluded).
-    pub fn payload(&self) -> &[u8] {
-        self.buffer
-            .as_ref()
+    pub fn payload(&self) -> &'a [u8] {
+        let b: &'a T = self.buffer;
+        b.as_ref()
             .get(HEADER_LEN..self.total_len())
             .unwrap_or_default()
     }

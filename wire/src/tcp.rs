@@ -104,28 +104,28 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         field::be16(self.buffer.as_ref(), 16).unwrap_or(0)
     }
 
-    /// The options (between the fixed header and the data offset).
-    pub fn options(&self) -> &[u8] {
-        self.buffer
-            .as_ref()
-            .get(MIN_HEADER_LEN..self.header_len())
-            .unwrap_or_default()
-    }
-
-    /// The payload: everything after the header.
-    pub fn payload(&self) -> &[u8] {
-        self.buffer
-            .as_ref()
-            .get(self.header_len()..)
-            .unwrap_or_default()
-    }
-
     /// Whether the checksum over the whole buffer verifies with the pseudo-header of `src`
     /// and `dst` (false when their families differ).
     pub fn verify_checksum(&self, src: IpAddr, dst: IpAddr) -> bool {
         let b = self.buffer.as_ref();
         checksum::pseudo_header_ip(src, dst, PROTO_TCP, b.len())
             .is_some_and(|acc| checksum::verifies(checksum::add(acc, b)))
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> TcpPacket<&'a T> {
+    /// The options (between the fixed header and the data offset).
+    pub fn options(&self) -> &'a [u8] {
+        let b: &'a T = self.buffer;
+        b.as_ref()
+            .get(MIN_HEADER_LEN..self.header_len())
+            .unwrap_or_default()
+    }
+
+    /// The payload: everything after the header.
+    pub fn payload(&self) -> &'a [u8] {
+        let b: &'a T = self.buffer;
+        b.as_ref().get(self.header_len()..).unwrap_or_default()
     }
 }
 

@@ -72,14 +72,6 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         field::be16(self.buffer.as_ref(), 6).unwrap_or(0)
     }
 
-    /// The payload, to the length field.
-    pub fn payload(&self) -> &[u8] {
-        self.buffer
-            .as_ref()
-            .get(HEADER_LEN..self.len())
-            .unwrap_or_default()
-    }
-
     /// Whether the checksum verifies over the pseudo-header of `src` and `dst` (false when
     /// their families differ). A zero field is not special here: see the module docs.
     pub fn verify_checksum(&self, src: IpAddr, dst: IpAddr) -> bool {
@@ -89,6 +81,14 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         };
         let datagram = self.buffer.as_ref().get(..len).unwrap_or_default();
         checksum::verifies(checksum::add(acc, datagram))
+    }
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> UdpPacket<&'a T> {
+    /// The payload, to the length field.
+    pub fn payload(&self) -> &'a [u8] {
+        let b: &'a T = self.buffer;
+        b.as_ref().get(HEADER_LEN..self.len()).unwrap_or_default()
     }
 }
 
