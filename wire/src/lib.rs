@@ -75,3 +75,55 @@ impl std::fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv6Addr};
+
+    use super::*;
+
+    proptest::proptest! {
+        /// The crate's promise, for every view: `new_checked` on any bytes returns, and every
+        /// accessor of a checked view (and of an unchecked one) returns without panicking.
+        #[test]
+        fn no_view_panics_on_any_bytes(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..96),
+        ) {
+            let b = &bytes[..];
+            let (s, d) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from(Ipv6Addr::LOCALHOST));
+            let e = EthernetFrame::new_unchecked(b);
+            let _ = (EthernetFrame::new_checked(b), EthernetRepr::parse(b));
+            let _ = (e.dst_addr(), e.src_addr(), e.ethertype(), e.payload());
+            let a = ArpPacket::new_unchecked(b);
+            let _ = (ArpPacket::new_checked(b), ArpRepr::parse(b));
+            let _ = (a.operation(), a.sender_hardware_addr(), a.sender_protocol_addr());
+            let _ = (a.target_hardware_addr(), a.target_protocol_addr());
+            let u = UdpPacket::new_unchecked(b);
+            let _ = UdpPacket::new_checked(b);
+            let _ = (u.src_port(), u.dst_port(), u.len(), u.checksum(), u.payload());
+            let _ = (u.verify_checksum(s, s), u.verify_checksum(s, d));
+            let t = TcpPacket::new_unchecked(b);
+            let _ = TcpPacket::new_checked(b);
+            let _ = (t.src_port(), t.seq_number(), t.ack_number(), t.flags(), t.window_len());
+            let _ = (t.options(), t.payload(), t.verify_checksum(s, s), t.checksum());
+            let i = Icmpv4Packet::new_unchecked(b);
+            let _ = Icmpv4Packet::new_checked(b);
+            let _ = (i.msg_type(), i.msg_code(), i.echo_ident(), i.echo_seq_no(), i.payload());
+            let _ = i.verify_checksum();
+            let i = Icmpv6Packet::new_unchecked(b);
+            let _ = Icmpv6Packet::new_checked(b);
+            let _ = (i.payload(), i.verify_checksum(Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST));
+            if let Ok(t) = TcpPacket::new_checked(b) {
+                proptest::prop_assert_eq!(t.options().len() + 20, t.header_len());
+            }
+            if let Ok(u) = UdpPacket::new_checked(b) {
+                proptest::prop_assert_eq!(u.payload().len() + 8, u.len());
+            }
+            let mut m = bytes.clone();
+            Icmpv4Packet::new_unchecked(&mut m[..]).fill_checksum();
+            Icmpv6Packet::new_unchecked(&mut m[..]).fill_checksum(Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST);
+            Ipv4Packet::new_unchecked(&mut m[..]).fill_checksum();
+            let _ = Ipv6Packet::new_unchecked(&mut m[..]).payload_mut();
+        }
+    }
+}
