@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use wire::field::{self, be16};
+
 /// IP protocol numbers this crate looks into.
 pub use wire::ip::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
