@@ -793,7 +793,7 @@ fn a_recovering_active_tunnel_is_probed_fast_when_overdue() {
 
 /// An IPv4 TCP segment from the stable address to a server, checksums computed from scratch.
 fn tcp_segment(seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
-    use sessionkeeper::checksum;
+    use wire::checksum;
     let len = 40 + payload.len();
     let mut p = vec![0u8; len];
     p[0] = 0x45;

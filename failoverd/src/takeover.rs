@@ -59,20 +59,14 @@ use rtnetlink::packet_route::route::{RouteMessage, RouteScope};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::RouteMessageBuilder;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use wire::arp::{self, ArpRepr};
+use wire::ethernet::{self, EthernetRepr, ETHERTYPE_ARP};
 
 /// A MAC address.
 type Mac = [u8; 6];
 
 /// The Ethernet broadcast address, destination of a gratuitous ARP.
 const BROADCAST: Mac = [0xff; 6];
-/// EtherType of ARP.
-const ETHERTYPE_ARP: u16 = 0x0806;
-/// EtherType of IPv4, the ARP protocol type.
-const ETHERTYPE_IPV4: u16 = 0x0800;
-/// ARP hardware type Ethernet.
-const ARP_HTYPE_ETHERNET: u16 = 1;
-/// ARP operation "request"; Linux treats a request with sender IP == target IP as a GARP.
-const ARP_OP_REQUEST: u16 = 1;
 /// A gratuitous ARP padded to the minimum Ethernet frame (without FCS); the ARP part is 42 bytes.
 const GARP_FRAME_LEN: usize = 60;
 
@@ -589,24 +583,25 @@ fn link_layer_address(index: u32, protocol: u16, mac: Mac) -> SockAddr {
 /// ARP htype 1 [14..16], ptype 0x0800 [16..18], hlen 6 [18], plen 4 [19], op 1 (request)
 /// [20..22], sender MAC `mac` [22..28], sender IP `addr` [28..32], target MAC zero [32..38],
 /// target IP `addr` [38..42]; zero padding [42..60].
+/// Linux treats a request with sender IP == target IP as a GARP.
 fn garp_frame(mac: Mac, addr: Ipv4Addr) -> [u8; GARP_FRAME_LEN] {
     let mut frame = [0u8; GARP_FRAME_LEN];
-    fill(
-        &mut frame,
-        &[
-            &BROADCAST,
-            &mac,
-            &ETHERTYPE_ARP.to_be_bytes(),
-            &ARP_HTYPE_ETHERNET.to_be_bytes(),
-            &ETHERTYPE_IPV4.to_be_bytes(),
-            &[6, 4],
-            &ARP_OP_REQUEST.to_be_bytes(),
-            &mac,
-            &addr.octets(),
-            &[0; 6],
-            &addr.octets(),
-        ],
-    );
+    let eth = EthernetRepr {
+        dst: wire::Mac(BROADCAST),
+        src: wire::Mac(mac),
+        ethertype: ETHERTYPE_ARP,
+    };
+    let garp = ArpRepr {
+        op: arp::OP_REQUEST,
+        sha: wire::Mac(mac),
+        spa: addr,
+        tha: wire::Mac::default(),
+        tpa: addr,
+    };
+    // 60 bytes hold the 14-byte header and the 28-byte body: neither emit can fail
+    let (header, body) = frame.split_at_mut(ethernet::HEADER_LEN);
+    let _ = eth.emit(header);
+    let _ = garp.emit(body);
     frame
 }
 

@@ -8,11 +8,13 @@
 
 use std::net::IpAddr;
 
+// `::wire` is the workspace's header crate; `crate::wire` is this crate's probe message format.
+use ::wire::icmp::{self, Icmpv4Packet, Icmpv6Packet};
+use ::wire::ip::{PROTO_ICMP, PROTO_ICMPV6, PROTO_UDP};
+use ::wire::{checksum, udp, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, UdpPacket};
+
 use crate::wire::{self, ProbeMessage, PROBE_PORT};
 
-const PROTO_ICMP: u8 = 1;
-const PROTO_UDP: u8 = 17;
-const PROTO_ICMPV6: u8 = 58;
 const TTL: u8 = 64;
 
 /// How a tunnel is probed.
@@ -38,69 +40,39 @@ impl ProbeTarget {
     }
 }
 
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-fn sum_bytes(bytes: &[u8]) -> u32 {
-    let mut sum = 0u32;
-    let mut chunks = bytes.chunks_exact(2);
-    for c in &mut chunks {
-        if let [hi, lo] = c {
-            sum += u32::from(u16::from_be_bytes([*hi, *lo]));
-        }
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
-fn pseudo_header_sum(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {
-    let mut sum = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => sum_bytes(&s.octets()) + sum_bytes(&d.octets()),
-        (IpAddr::V6(s), IpAddr::V6(d)) => sum_bytes(&s.octets()) + sum_bytes(&d.octets()),
-        _ => 0,
-    };
-    sum += u32::from(proto);
-    sum += (len as u32) & 0xffff;
-    sum += (len as u32) >> 16;
-    sum
-}
-
 /// Builds an IP packet from `src` to `dst` with `proto` and `l4` (whose checksum, if any, is
-/// already set) into `out`.
+/// already set) into `out`; `out` is left empty for a pair of mixed families.
 fn ip_packet(src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    match (src, dst) {
+    let emitted = match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let total = (20 + l4.len()) as u16;
-            let mut h = [0u8; 20];
-            h[0] = 0x45;
-            h[2..4].copy_from_slice(&total.to_be_bytes());
-            h[6] = 0x40; // don't fragment
-            h[8] = TTL;
-            h[9] = proto;
-            h[12..16].copy_from_slice(&s.octets());
-            h[16..20].copy_from_slice(&d.octets());
-            let c = !fold(sum_bytes(&h));
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            out.extend_from_slice(&h);
+            out.resize(::wire::ipv4::MIN_HEADER_LEN, 0);
+            Ipv4Repr {
+                src_addr: s,
+                dst_addr: d,
+                protocol: proto,
+                payload_len: l4.len(),
+                ttl: TTL,
+                dont_frag: true,
+            }
+            .emit(out)
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let mut h = [0u8; 40];
-            h[0] = 0x60;
-            h[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
-            h[6] = proto;
-            h[7] = TTL;
-            h[8..24].copy_from_slice(&s.octets());
-            h[24..40].copy_from_slice(&d.octets());
-            out.extend_from_slice(&h);
+            out.resize(::wire::ipv6::HEADER_LEN, 0);
+            Ipv6Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: proto,
+                payload_len: l4.len(),
+                hop_limit: TTL,
+            }
+            .emit(out)
         }
         _ => return,
+    };
+    if emitted.is_err() {
+        out.clear();
+        return;
     }
     out.extend_from_slice(l4);
 }
@@ -114,19 +86,12 @@ pub fn udp_packet(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) {
-    let len = 8 + payload.len();
-    let mut l4 = Vec::with_capacity(len);
-    l4.extend_from_slice(&sport.to_be_bytes());
-    l4.extend_from_slice(&dport.to_be_bytes());
-    l4.extend_from_slice(&(len as u16).to_be_bytes());
-    l4.extend_from_slice(&[0, 0]);
+    let mut l4 = Vec::with_capacity(udp::HEADER_LEN + payload.len());
+    l4.resize(udp::HEADER_LEN, 0);
     l4.extend_from_slice(payload);
-    let mut c = !fold(pseudo_header_sum(src, dst, PROTO_UDP, len) + sum_bytes(&l4));
-    if c == 0 {
-        c = 0xffff; // 0 means "no checksum" in UDP
-    }
-    if let Some(slot) = l4.get_mut(6..8) {
-        slot.copy_from_slice(&c.to_be_bytes());
+    if udp::emit_header(&mut l4, (src, sport), (dst, dport), payload.len()).is_err() {
+        out.clear();
+        return;
     }
     ip_packet(src, dst, PROTO_UDP, &l4, out);
 }
@@ -141,24 +106,21 @@ fn icmp_echo(
     out: &mut Vec<u8>,
 ) {
     let (proto, ty) = match (dst, request) {
-        (IpAddr::V4(_), true) => (PROTO_ICMP, 8),
-        (IpAddr::V4(_), false) => (PROTO_ICMP, 0),
-        (IpAddr::V6(_), true) => (PROTO_ICMPV6, 128),
-        (IpAddr::V6(_), false) => (PROTO_ICMPV6, 129),
+        (IpAddr::V4(_), true) => (PROTO_ICMP, icmp::V4_ECHO_REQUEST),
+        (IpAddr::V4(_), false) => (PROTO_ICMP, icmp::V4_ECHO_REPLY),
+        (IpAddr::V6(_), true) => (PROTO_ICMPV6, icmp::V6_ECHO_REQUEST),
+        (IpAddr::V6(_), false) => (PROTO_ICMPV6, icmp::V6_ECHO_REPLY),
     };
-    let mut l4 = Vec::with_capacity(8 + payload.len());
+    let mut l4 = Vec::with_capacity(icmp::HEADER_LEN + payload.len());
     l4.extend_from_slice(&[ty, 0, 0, 0]);
     l4.extend_from_slice(&id.to_be_bytes());
     l4.extend_from_slice(&seq.to_be_bytes());
     l4.extend_from_slice(payload);
-    let pseudo = if proto == PROTO_ICMPV6 {
-        pseudo_header_sum(src, dst, proto, l4.len())
-    } else {
-        0
-    };
-    let c = !fold(pseudo + sum_bytes(&l4));
-    if let Some(slot) = l4.get_mut(2..4) {
-        slot.copy_from_slice(&c.to_be_bytes());
+    match (src, dst) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            Icmpv6Packet::new_unchecked(&mut l4[..]).fill_checksum(s, d)
+        }
+        _ => Icmpv4Packet::new_unchecked(&mut l4[..]).fill_checksum(),
     }
     ip_packet(src, dst, proto, &l4, out);
 }
@@ -190,42 +152,26 @@ pub struct Segment<'a> {
 /// Parses the IP layer strictly; `None` for anything malformed, fragmented, or with IPv6
 /// extension headers.
 pub fn segment(packet: &[u8]) -> Option<Segment<'_>> {
-    match packet.first()? >> 4 {
+    match ::wire::ip::version(packet)? {
         4 => {
-            let h: &[u8; 20] = packet.get(..20)?.try_into().ok()?;
-            let ihl = usize::from(h[0] & 0x0f) * 4;
-            let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-            if ihl < 20 || total < ihl || total > packet.len() {
-                return None;
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            if !ip.verify_checksum() || ip.is_fragment() {
+                return None; // probes are never fragmented
             }
-            if fold(sum_bytes(packet.get(..ihl)?)) != 0xffff {
-                return None;
-            }
-            let frag = u16::from_be_bytes([h[6], h[7]]);
-            if frag & 0x3fff != 0 {
-                return None; // a fragment: probes are never fragmented
-            }
-            let src = IpAddr::from([h[12], h[13], h[14], h[15]]);
-            let dst = IpAddr::from([h[16], h[17], h[18], h[19]]);
             Some(Segment {
-                src,
-                dst,
-                proto: h[9],
-                l4: packet.get(ihl..total)?,
+                src: ip.src_addr().into(),
+                dst: ip.dst_addr().into(),
+                proto: ip.protocol(),
+                l4: ip.payload(),
             })
         }
         6 => {
-            let h: &[u8; 40] = packet.get(..40)?.try_into().ok()?;
-            let total = 40 + usize::from(u16::from_be_bytes([h[4], h[5]]));
-            let mut s = [0u8; 16];
-            s.copy_from_slice(&h[8..24]);
-            let mut d = [0u8; 16];
-            d.copy_from_slice(&h[24..40]);
+            let ip = Ipv6Packet::new_checked(packet).ok()?;
             Some(Segment {
-                src: IpAddr::from(s),
-                dst: IpAddr::from(d),
-                proto: h[6],
-                l4: packet.get(40..total)?,
+                src: ip.src_addr().into(),
+                dst: ip.dst_addr().into(),
+                proto: ip.next_header(),
+                l4: ip.payload(),
             })
         }
         _ => None,
@@ -233,14 +179,14 @@ pub fn segment(packet: &[u8]) -> Option<Segment<'_>> {
 }
 
 fn l4_checksum_ok(seg: &Segment<'_>) -> bool {
-    let pseudo = match seg.proto {
-        PROTO_ICMP => 0,
-        p => pseudo_header_sum(seg.src, seg.dst, p, seg.l4.len()),
-    };
     if seg.proto == PROTO_UDP && seg.src.is_ipv4() && seg.l4.get(6..8) == Some(&[0, 0]) {
         return true; // IPv4 UDP without a checksum
     }
-    fold(pseudo + sum_bytes(seg.l4)) == 0xffff
+    let pseudo = match seg.proto {
+        PROTO_ICMP => Some(0),
+        p => checksum::pseudo_header_ip(seg.src, seg.dst, p, seg.l4.len()),
+    };
+    pseudo.is_some_and(|acc| checksum::verifies(checksum::add(acc, seg.l4)))
 }
 
 /// A UDP datagram's ports and payload, checksum verified.
@@ -248,16 +194,11 @@ pub fn udp<'a>(seg: &Segment<'a>) -> Option<(u16, u16, &'a [u8])> {
     if seg.proto != PROTO_UDP {
         return None;
     }
-    let h: &[u8; 8] = seg.l4.get(..8)?.try_into().ok()?;
-    let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
-    if len < 8 || len != seg.l4.len() || !l4_checksum_ok(seg) {
+    let u = UdpPacket::new_checked(seg.l4).ok()?;
+    if u.len() != seg.l4.len() || !l4_checksum_ok(seg) {
         return None;
     }
-    Some((
-        u16::from_be_bytes([h[0], h[1]]),
-        u16::from_be_bytes([h[2], h[3]]),
-        seg.l4.get(8..)?,
-    ))
+    Some((u.src_port(), u.dst_port(), u.payload()))
 }
 
 /// If `packet` is a reply to a probe sent to `target` from `stable`, the echoed message.
@@ -277,18 +218,23 @@ pub fn probe_reply(
             (sport == PROBE_PORT && dport == PROBE_PORT).then(|| ProbeMessage::parse(payload))
         }
         ProbeTarget::Icmp { id, .. } => {
-            let reply_type = if seg.proto == PROTO_ICMPV6 { 129 } else { 0 };
+            let reply_type = if seg.proto == PROTO_ICMPV6 {
+                icmp::V6_ECHO_REPLY
+            } else {
+                icmp::V4_ECHO_REPLY
+            };
             if !(seg.proto == PROTO_ICMP || seg.proto == PROTO_ICMPV6) || !l4_checksum_ok(&seg) {
                 return None;
             }
-            let h: &[u8; 8] = seg.l4.get(..8)?.try_into().ok()?;
-            if h[0] != reply_type || u16::from_be_bytes([h[4], h[5]]) != id {
+            // ICMP and ICMPv6 share the echo layout; the checksum was checked above
+            let echo = Icmpv4Packet::new_checked(seg.l4).ok()?;
+            if echo.msg_type() != reply_type || echo.echo_ident() != id {
                 return None;
             }
             // An echo returns our request verbatim: it is the reply to it. An echo reply that
             // carries our identifier but no probe is someone else's ping with a colliding
             // identifier: not ours, so it goes on to the local side.
-            match ProbeMessage::parse(seg.l4.get(8..)?) {
+            match ProbeMessage::parse(echo.payload()) {
                 Ok(m) if m.kind == wire::ProbeKind::Request => Some(Ok(m.reply())),
                 Ok(_) => Some(Err(wire::WireError::Field)),
                 Err(wire::WireError::Magic | wire::WireError::Length) => None,
@@ -308,8 +254,7 @@ pub fn probe_request_to(
     if !gateway.contains(&seg.dst) || seg.proto != PROTO_UDP {
         return None;
     }
-    let h = seg.l4.get(2..4)?;
-    if h != PROBE_PORT.to_be_bytes() {
+    if ::wire::field::be16(seg.l4, 2)? != PROBE_PORT {
         return None;
     }
     match udp(&seg) {

@@ -16,7 +16,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use crate::checksum;
+use wire::{checksum, field};
+
 use crate::keeper::{Keeper, KeeperConfig, MAX_RECOVERY_FLOWS};
 use crate::parse::{self, Family, Fragment, Ip, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use crate::rewrite::{self, Direction};
@@ -112,20 +113,6 @@ fn stable(family: Family) -> Vec<u8> {
     }
 }
 
-fn get16(p: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]))
-}
-
-fn set16(p: &mut [u8], at: usize, v: u16) {
-    put(p, at, &v.to_be_bytes());
-}
-
-fn put(p: &mut [u8], at: usize, bytes: &[u8]) {
-    if let Some(f) = p.get_mut(at..at + bytes.len()) {
-        f.copy_from_slice(bytes);
-    }
-}
-
 /// Checksum state of a packet: `Some(valid)` where a checksum applies, `udp_zero` where a UDP
 /// checksum field is present.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -202,7 +189,7 @@ fn transport_ok(p: &[u8], ip: &Ip) -> Option<bool> {
     if at + 2 > ip.len {
         return None;
     }
-    if ip.protocol == PROTO_UDP && get16(p, at) == Some(0) {
+    if ip.protocol == PROTO_UDP && field::be16(p, at) == Some(0) {
         return None;
     }
     Some(checksum::verifies(transport_acc(p, ip, pseudo)?))
@@ -212,7 +199,7 @@ fn udp_zero(p: &[u8], ip: &Ip) -> Option<bool> {
     if ip.protocol != PROTO_UDP || ip.l4 + 8 > ip.len {
         return None;
     }
-    Some(get16(p, ip.l4 + 6) == Some(0))
+    Some(field::be16(p, ip.l4 + 6) == Some(0))
 }
 
 /// An ICMP error's quote and its parse.
@@ -228,8 +215,8 @@ fn quote<'a>(p: &'a [u8], ip: &Ip) -> Option<(&'a [u8], Ip)> {
 /// Whether a quote holds the whole quoted packet.
 fn complete(quote: &[u8], q: &Ip) -> bool {
     let total = match q.family {
-        Family::V4 => get16(quote, 2).map(usize::from),
-        Family::V6 => get16(quote, 4).map(|l| 40 + usize::from(l)),
+        Family::V4 => field::be16(quote, 2).map(usize::from),
+        Family::V6 => field::be16(quote, 4).map(|l| 40 + usize::from(l)),
     };
     total == Some(q.len)
 }
@@ -261,9 +248,9 @@ fn fix_header(p: &mut [u8], ip: &Ip) {
     if ip.family != Family::V4 {
         return;
     }
-    set16(p, 10, 0);
+    field::set_be16(p, 10, 0);
     let c = checksum::finish(checksum::sum(p.get(..ip.l4).unwrap_or_default()));
-    set16(p, 10, c);
+    field::set_be16(p, 10, c);
 }
 
 fn fix_transport(p: &mut [u8], ip: &Ip) {
@@ -272,15 +259,15 @@ fn fix_transport(p: &mut [u8], ip: &Ip) {
     };
     let at = ip.l4 + at;
     let udp = ip.protocol == PROTO_UDP;
-    if at + 2 > ip.len || (udp && get16(p, at) == Some(0)) {
+    if at + 2 > ip.len || (udp && field::be16(p, at) == Some(0)) {
         return;
     }
-    set16(p, at, 0);
+    field::set_be16(p, at, 0);
     let Some(acc) = transport_acc(p, ip, pseudo) else {
         return;
     };
     let c = checksum::finish(checksum::fold(acc));
-    set16(p, at, if udp && c == 0 { 0xffff } else { c });
+    field::set_be16(p, at, if udp && c == 0 { 0xffff } else { c });
 }
 
 /// Writes the addresses `dir` translates into the packet; see [`config::STEER`].
@@ -294,7 +281,7 @@ fn steer(p: &mut [u8], dir: Direction) {
         Direction::Outbound => (family.src_offset(), local(family)),
         Direction::Inbound => (family.dst_offset(), stable(family)),
     };
-    put(p, outer, &addr);
+    field::put(p, outer, &addr);
     let Ok(ip) = parse::parse(p) else {
         return;
     };
@@ -312,7 +299,7 @@ fn steer(p: &mut [u8], dir: Direction) {
             Direction::Outbound => family.dst_offset(),
             Direction::Inbound => family.src_offset(),
         };
-        put(quote, at, &addr);
+        field::put(quote, at, &addr);
     }
 }
 

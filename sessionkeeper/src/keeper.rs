@@ -29,7 +29,8 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::checksum;
+use wire::{checksum, field};
+
 use crate::flows::{FlowKey, FlowStats, FlowTable, TcpState, Timeouts};
 use crate::parse::{self, Family, Ip, Malformed, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use crate::rewrite::{self, flags, Direction};
@@ -143,22 +144,6 @@ fn max_seq(cur: Option<u32>, v: u32) -> Option<u32> {
     })
 }
 
-fn be16(p: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([
-        p.get(at).copied().unwrap_or(0),
-        p.get(at + 1).copied().unwrap_or(0),
-    ])
-}
-
-fn be32(p: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([
-        p.get(at).copied().unwrap_or(0),
-        p.get(at + 1).copied().unwrap_or(0),
-        p.get(at + 2).copied().unwrap_or(0),
-        p.get(at + 3).copied().unwrap_or(0),
-    ])
-}
-
 /// The TCP header fields tracking needs.
 #[derive(Debug, Clone, Copy)]
 struct Segment {
@@ -176,9 +161,9 @@ impl Segment {
         let header_end = l4 + usize::from(p.get(l4 + 12).copied().unwrap_or(0) >> 4) * 4;
         Self {
             flags: p.get(l4 + 13).copied().unwrap_or(0),
-            seq: be32(p, l4 + 4),
-            ack: be32(p, l4 + 8),
-            window: be16(p, l4 + 14),
+            seq: field::be32(p, l4 + 4).unwrap_or(0),
+            ack: field::be32(p, l4 + 8).unwrap_or(0),
+            window: field::be16(p, l4 + 14).unwrap_or(0),
             header_end,
             payload: u32::try_from(ip.len.saturating_sub(header_end)).unwrap_or(0),
         }
@@ -355,7 +340,10 @@ impl Keeper {
             Direction::Outbound => ip.dst(packet)?,
             Direction::Inbound => ip.src(packet)?,
         };
-        let (a, b) = (be16(packet, ip.l4), be16(packet, ip.l4 + 2));
+        let (a, b) = (
+            field::be16(packet, ip.l4).unwrap_or(0),
+            field::be16(packet, ip.l4 + 2).unwrap_or(0),
+        );
         let (local_port, remote_port) = match ip.protocol {
             PROTO_TCP | PROTO_UDP => match dir {
                 Direction::Outbound => (a, b),
@@ -370,7 +358,7 @@ impl Keeper {
                 ) {
                     return None;
                 }
-                (be16(packet, ip.l4 + 4), 0)
+                (field::be16(packet, ip.l4 + 4).unwrap_or(0), 0)
             }
             _ => (0, 0),
         };
@@ -442,7 +430,11 @@ impl Keeper {
             return false;
         }
         // a retransmission of older data does not replace the newest segment
-        if !tcp.last_headers.is_empty() && after(be32(&tcp.last_headers, tcp.last_l4 + 4), seg.seq)
+        if !tcp.last_headers.is_empty()
+            && after(
+                field::be32(&tcp.last_headers, tcp.last_l4 + 4).unwrap_or(0),
+                seg.seq,
+            )
         {
             return false;
         }
@@ -577,20 +569,22 @@ fn pure_ack(tcp: &TcpState, out: &mut Vec<u8>) -> bool {
     let Ok(len16) = u16::try_from(len) else {
         return false;
     };
-    let seq = be32(out, l4 + 4).wrapping_add(tcp.last_payload);
-    put(out, l4 + 4, &seq.to_be_bytes());
+    let seq = field::be32(out, l4 + 4)
+        .unwrap_or(0)
+        .wrapping_add(tcp.last_payload);
+    field::put(out, l4 + 4, &seq.to_be_bytes());
     let v4 = out.first().is_some_and(|b| b >> 4 == 4);
     let (src, dst) = if v4 {
-        put(out, 2, &len16.to_be_bytes());
-        put(out, 10, &[0, 0]);
+        field::put(out, 2, &len16.to_be_bytes());
+        field::put(out, 10, &[0, 0]);
         let c = checksum::finish(checksum::sum(out.get(..l4).unwrap_or_default()));
-        put(out, 10, &c.to_be_bytes());
+        field::put(out, 10, &c.to_be_bytes());
         (12..16, 16..20)
     } else {
-        put(out, 4, &len16.saturating_sub(40).to_be_bytes());
+        field::put(out, 4, &len16.saturating_sub(40).to_be_bytes());
         (8..24, 24..40)
     };
-    put(out, l4 + 16, &[0, 0]);
+    field::put(out, l4 + 16, &[0, 0]);
     let acc = checksum::pseudo_header(
         out.get(src).unwrap_or_default(),
         out.get(dst).unwrap_or_default(),
@@ -601,14 +595,8 @@ fn pure_ack(tcp: &TcpState, out: &mut Vec<u8>) -> bool {
         acc,
         out.get(l4..).unwrap_or_default(),
     )));
-    put(out, l4 + 16, &c.to_be_bytes());
+    field::put(out, l4 + 16, &c.to_be_bytes());
     true
-}
-
-fn put(out: &mut [u8], at: usize, bytes: &[u8]) {
-    if let Some(f) = out.get_mut(at..at + bytes.len()) {
-        f.copy_from_slice(bytes);
-    }
 }
 
 /// An address's octets on the stack.

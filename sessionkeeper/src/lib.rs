@@ -3,7 +3,7 @@
 //!
 //! - [`parse`]: packets parsed into offsets, every length checked, every refusal named;
 //! - [`rewrite`]: local ⇄ stable address translation (TCP, UDP, ICMP, ICMPv6, ICMP errors'
-//!   quoted packets, fragments) and MSS clamping, with incremental checksums ([`checksum`]);
+//!   quoted packets, fragments) and MSS clamping, with incremental checksums (`wire::checksum`);
 //! - [`flows`]: the bounded flow table (segmented LRU, idle timeouts);
 //! - [`keeper`]: all of it per packet, and switch-over recovery of live TCP flows.
 //!
@@ -11,7 +11,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod checksum;
 pub mod flows;
 /// Fuzz bodies and their fixed test keys: built only with the `fuzzing` feature (the fuzz
 /// targets and this crate's own corpus tests turn it on), never into a shipped binary.

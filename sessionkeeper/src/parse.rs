@@ -1,16 +1,12 @@
 //! IP packets parsed into offsets, without trusting a byte: every length is checked against the
 //! buffer and against every other length before anything is read or written through it.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
+
+use wire::field::{self, be16};
 
 /// IP protocol numbers this crate looks into.
-pub const PROTO_ICMP: u8 = 1;
-/// TCP
-pub const PROTO_TCP: u8 = 6;
-/// UDP
-pub const PROTO_UDP: u8 = 17;
-/// ICMPv6
-pub const PROTO_ICMPV6: u8 = 58;
+pub use wire::ip::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 /// At most this many IPv6 extension headers are walked; more is refused.
 const MAX_EXTENSION_HEADERS: usize = 8;
@@ -145,19 +141,9 @@ impl Ip {
 
 fn read_addr(packet: &[u8], family: Family, at: usize) -> Option<IpAddr> {
     Some(match family {
-        Family::V4 => {
-            let a: [u8; 4] = packet.get(at..at + 4)?.try_into().ok()?;
-            IpAddr::V4(Ipv4Addr::from(a))
-        }
-        Family::V6 => {
-            let a: [u8; 16] = packet.get(at..at + 16)?.try_into().ok()?;
-            IpAddr::V6(Ipv6Addr::from(a))
-        }
+        Family::V4 => IpAddr::V4(field::ipv4_at(packet, at)?),
+        Family::V6 => IpAddr::V6(field::ipv6_at(packet, at)?),
     })
-}
-
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
 /// How strictly lengths are held to the buffer.

@@ -19,7 +19,8 @@
 //! - The TUN is opened without offloads (no `virtio_net_hdr`), so every packet carries complete
 //!   checksums; partial checksums belong to the guest path (vmm-shim).
 
-use crate::checksum;
+use wire::{checksum, field};
+
 use crate::parse::{
     is_icmp_error, parse_quoted, walk_tcp_options, Family, Ip, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
@@ -44,33 +45,21 @@ pub struct Translated {
     pub udp6_zero_checksum: bool,
 }
 
-/// Reads a 16-bit field.
-fn get16(p: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]))
-}
-
-/// Writes a 16-bit field (no-op when out of bounds: callers checked the bounds).
-fn set16(p: &mut [u8], at: usize, v: u16) {
-    if let Some(f) = p.get_mut(at..at + 2) {
-        f.copy_from_slice(&v.to_be_bytes());
-    }
-}
-
 /// Applies a data change (sum `old` → `new`) to the checksum at `at`.
 fn adjust(p: &mut [u8], at: usize, old: u16, new: u16) {
-    if let Some(c) = get16(p, at) {
-        set16(p, at, checksum::update(c, old, new));
+    if let Some(c) = field::be16(p, at) {
+        field::set_be16(p, at, checksum::update(c, old, new));
     }
 }
 
 /// Like [`adjust`] for a UDP checksum: 0 means none and stays 0; a result of 0 is sent as
 /// 0xFFFF. Returns false when there was no checksum.
 fn adjust_udp(p: &mut [u8], at: usize, old: u16, new: u16) -> bool {
-    match get16(p, at) {
+    match field::be16(p, at) {
         None | Some(0) => false,
         Some(c) => {
             let c = checksum::update(c, old, new);
-            set16(p, at, if c == 0 { 0xffff } else { c });
+            field::set_be16(p, at, if c == 0 { 0xffff } else { c });
             true
         }
     }
@@ -200,12 +189,12 @@ pub fn clamp_mss(packet: &mut [u8], ip: &Ip, max_mss: u16) -> Option<u16> {
         return None;
     }
     let value_at = opt + 2;
-    let mss = get16(packet, value_at)?;
+    let mss = field::be16(packet, value_at)?;
     if mss > max_mss {
         // the value may sit at an odd offset: sum the aligned words around it
         let span = (value_at & !1)..((value_at + 3) & !1);
         let old = checksum::sum(packet.get(span.clone())?);
-        set16(packet, value_at, max_mss);
+        field::set_be16(packet, value_at, max_mss);
         let new = checksum::sum(packet.get(span)?);
         adjust(packet, l4 + 16, old, new);
     }

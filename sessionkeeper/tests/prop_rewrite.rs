@@ -26,11 +26,11 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 
-use sessionkeeper::checksum::{add, fold, pseudo_header, sum};
 use sessionkeeper::fuzzing::{self, LOCAL_V4, LOCAL_V6, STABLE_V4, STABLE_V6};
 use sessionkeeper::parse::{self, Malformed};
 use sessionkeeper::rewrite::{self, flags, Direction};
 use sessionkeeper::{Drop, Keeper, KeeperConfig, KeeperStats, StableAddresses};
+use wire::checksum::{add, fold, pseudo_header, sum};
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;

@@ -6,7 +6,9 @@
 //! local side (the kernel via TUN, or a guest) only ever sees well-formed IP headers, and the
 //! source address used for cryptokey routing is the one the kernel will see.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
+
+use wire::{Ipv4Packet, Ipv6Packet};
 
 /// Why an inner packet was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,29 +34,10 @@ pub struct InnerPacket {
     pub len: usize,
 }
 
-/// The Internet checksum (RFC 1071) over `bytes`, folded, not complemented.
-pub fn ones_complement_sum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut chunks = bytes.chunks_exact(2);
-    for c in &mut chunks {
-        if let [hi, lo] = c {
-            sum += u32::from(u16::from_be_bytes([*hi, *lo]));
-        }
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    // Folded above: fits in 16 bits.
-    sum as u16
-}
-
 impl InnerPacket {
     /// Parses and validates `packet` (which may carry trailing padding, as WireGuard pads to 16).
     pub fn parse(packet: &[u8]) -> Result<Self, InnerError> {
-        match packet.first().map(|b| b >> 4) {
+        match wire::ip::version(packet) {
             Some(4) => Self::parse_v4(packet),
             Some(6) => Self::parse_v6(packet),
             _ => Err(InnerError::NotIp),
@@ -62,51 +45,32 @@ impl InnerPacket {
     }
 
     fn parse_v4(packet: &[u8]) -> Result<Self, InnerError> {
-        let header: &[u8; 20] = packet
-            .get(..20)
-            .and_then(|h| h.try_into().ok())
-            .ok_or(InnerError::NotIp)?;
-        let ihl = usize::from(header[0] & 0x0f) * 4;
-        if ihl < 20 || ihl > packet.len() {
-            return Err(InnerError::BadHeaderLength);
-        }
-        let total = usize::from(u16::from_be_bytes([header[2], header[3]]));
-        if total < ihl || total > packet.len() {
-            return Err(InnerError::BadTotalLength);
-        }
-        let full_header = packet.get(..ihl).ok_or(InnerError::BadHeaderLength)?;
-        if ones_complement_sum(full_header) != 0xffff {
+        let ip = Ipv4Packet::new_checked(packet).map_err(|e| match e {
+            wire::Error::BadHeaderLength => InnerError::BadHeaderLength,
+            wire::Error::BadLength => InnerError::BadTotalLength,
+            wire::Error::Truncated | wire::Error::Unsupported => InnerError::NotIp,
+        })?;
+        if !ip.verify_checksum() {
             return Err(InnerError::BadHeaderChecksum);
         }
-        let src = Ipv4Addr::new(header[12], header[13], header[14], header[15]);
-        let dst = Ipv4Addr::new(header[16], header[17], header[18], header[19]);
         Ok(Self {
-            src: src.into(),
-            dst: dst.into(),
-            len: total,
+            src: ip.src_addr().into(),
+            dst: ip.dst_addr().into(),
+            len: ip.total_len(),
         })
     }
 
     fn parse_v6(packet: &[u8]) -> Result<Self, InnerError> {
-        let header: &[u8; 40] = packet
-            .get(..40)
-            .and_then(|h| h.try_into().ok())
-            .ok_or(InnerError::NotIp)?;
-        let payload = usize::from(u16::from_be_bytes([header[4], header[5]]));
         // A payload length of 0 with a hop-by-hop next header would be a jumbogram, which
         // cannot fit a WireGuard datagram; 0 otherwise is a legal empty payload.
-        let total = 40 + payload;
-        if total > packet.len() {
-            return Err(InnerError::BadTotalLength);
-        }
-        let mut src = [0u8; 16];
-        src.copy_from_slice(&header[8..24]);
-        let mut dst = [0u8; 16];
-        dst.copy_from_slice(&header[24..40]);
+        let ip = Ipv6Packet::new_checked(packet).map_err(|e| match e {
+            wire::Error::BadLength => InnerError::BadTotalLength,
+            _ => InnerError::NotIp,
+        })?;
         Ok(Self {
-            src: Ipv6Addr::from(src).into(),
-            dst: Ipv6Addr::from(dst).into(),
-            len: total,
+            src: ip.src_addr().into(),
+            dst: ip.dst_addr().into(),
+            len: ip.total_len(),
         })
     }
 }
@@ -125,7 +89,7 @@ mod tests {
         p[16..20].copy_from_slice(&[198, 19, 0, 100]);
         let hl = usize::from(ihl) * 4;
         if hl >= 20 && hl <= p.len() {
-            let c = !ones_complement_sum(&p[..hl]);
+            let c = wire::checksum::finish(wire::checksum::sum(&p[..hl]));
             p[10..12].copy_from_slice(&c.to_be_bytes());
         }
         p

@@ -11,7 +11,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use tunnel::inner::ones_complement_sum;
 use tunnel::{
     AllowedIps, DropReason, EndpointPolicy, Outcome, PeerConfig, PrivateKey, Responder, Tunnel,
     TunnelConfig,
@@ -33,7 +32,7 @@ fn ipv4_packet(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
     p[9] = 17;
     p[12..16].copy_from_slice(&src);
     p[16..20].copy_from_slice(&dst);
-    let c = !ones_complement_sum(&p[..20]);
+    let c = wire::checksum::finish(wire::checksum::sum(&p[..20]));
     p[10..12].copy_from_slice(&c.to_be_bytes());
     p[20..].copy_from_slice(payload);
     p

@@ -11,7 +11,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::wire::Mac;
+use wire::Mac;
 
 /// DHCP server port.
 pub const SERVER_PORT: u16 = 67;

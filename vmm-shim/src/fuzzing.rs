@@ -8,12 +8,11 @@
 //! | `stream_framing` | [`stream_framing`] | a QEMU stream in pieces through [`framing::Decoder`] |
 //! | `dhcp_message` | [`dhcp_message`] | [`dhcp::ClientMessage::parse`], answered and written |
 //! | `ndp_message` | [`ndp_message`] | [`ndp::parse`], answered and written |
-//! | `virtio_header` | [`virtio_header`] | [`virtio::NetHeader::parse_tx`], then [`crate::wire`]'s parsers on the frame |
+//! | `virtio_header` | [`virtio_header`] | [`virtio::NetHeader::parse_tx`], then the `wire` crate's parsers on the frame |
 //!
 //! Each function panics only when its oracle fails (see its docs). The oracles check what the
 //! shim sends with code written here from scratch: the Internet checksum, the pseudo-headers,
-//! the option walks (nothing from [`crate::wire`] or `sessionkeeper::checksum` checks the code that
-//! uses them).
+//! the option walks (nothing from the `wire` crate checks the code that uses them).
 
 #![allow(clippy::indexing_slicing)] // the oracles index only after asserting the length
 
@@ -30,8 +29,8 @@ use crate::framing::{self, DecodeError, Decoder, DecoderStats, MAX_WIRE_FRAME, P
 use crate::guest::{MAX_FRAME, OUT_LEN, SHIM_MAC};
 use crate::ndp::{self, Invalid, Prefix6};
 use crate::virtio::{self, HeaderError, NetHeader, NET_HDR_LEN};
-use crate::wire::{Arp, EthHeader, Ipv4Summary, Ipv6Summary, Mac};
 use crate::{Action, GuestConfig, GuestDrop, GuestNet, GuestStats};
+use wire::{ArpRepr, EthernetRepr, Ipv4Packet, Ipv6Packet, Mac};
 
 /// The guest's MAC (configured, or sent first when learned).
 pub const GUEST_MAC: Mac = Mac([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
@@ -1408,11 +1407,11 @@ fn answer_frame(f: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> &[u8] {
 // virtio_header
 
 /// A virtio-net TX buffer: the header through [`NetHeader::parse_tx`], then the frame behind it
-/// through [`crate::wire`]'s parsers ([`EthHeader`], then [`Arp`], [`Ipv4Summary`] and
-/// [`Ipv6Summary`] on its body), as the vhost-user front end hands it to the guest link.
+/// through the `wire` crate's parsers ([`EthernetRepr`], then [`ArpRepr`], [`Ipv4Packet`] and
+/// [`Ipv6Packet`] on its body), as the vhost-user front end hands it to the guest link.
 ///
 /// Oracle: each parser accepts exactly what its docs say (written out here) and reads the
-/// fields from where they are; what [`EthHeader`] and [`Arp`] parse writes back to the same
+/// fields from where they are; what [`EthernetRepr`] and [`ArpRepr`] parse writes back to the same
 /// bytes; [`virtio::rx_header`] is all zero but `num_buffers` (little-endian) and parses as a
 /// TX header without offloads.
 pub fn virtio_header(data: &[u8]) {
@@ -1447,35 +1446,35 @@ pub fn virtio_header(data: &[u8]) {
 }
 
 fn wire_parsers(f: &[u8]) {
-    let eth = EthHeader::parse(f);
+    let eth = EthernetRepr::parse(f).ok();
     assert_eq!(
         eth.is_some(),
         f.len() >= 14,
-        "EthHeader of {} bytes",
+        "EthernetRepr of {} bytes",
         f.len()
     );
     if let Some(h) = eth {
         assert_eq!(
             (h.dst, h.src, Some(h.ethertype)),
             (mac(&f[..6]), mac(&f[6..12]), be16(f, 12)),
-            "EthHeader fields"
+            "EthernetRepr fields"
         );
         let mut back = [0u8; 14];
         assert!(
-            h.write(&mut back).is_some() && back[..] == f[..14],
-            "EthHeader written back"
+            h.emit(&mut back).is_ok() && back[..] == f[..14],
+            "EthernetRepr written back"
         );
         assert!(
-            h.write(&mut [0u8; 13]).is_none(),
-            "EthHeader written in 13 bytes"
+            h.emit(&mut [0u8; 13]).is_err(),
+            "EthernetRepr written in 13 bytes"
         );
     }
     let body = f.get(14..).unwrap_or_default();
     // ARP
-    let arp = Arp::parse(body);
+    let arp = ArpRepr::parse(body).ok();
     let arp_ok =
         body.len() >= 28 && body[..6] == [0, 1, 8, 0, 6, 4] && matches!(be16(body, 6), Some(1 | 2));
-    assert_eq!(arp.is_some(), arp_ok, "Arp::parse");
+    assert_eq!(arp.is_some(), arp_ok, "ArpRepr::parse");
     if let Some(a) = arp {
         assert_eq!(
             (Some(a.op), a.sha, a.spa, a.tha, a.tpa),
@@ -1490,28 +1489,28 @@ fn wire_parsers(f: &[u8]) {
         );
         let mut back = [0u8; 28];
         assert!(
-            a.write(&mut back).is_some() && back[..] == body[..28],
+            a.emit(&mut back).is_ok() && back[..] == body[..28],
             "Arp written back"
         );
     }
     // IPv4
-    let ip4 = Ipv4Summary::parse(body);
+    let ip4 = Ipv4Packet::new_checked(body).ok();
     let ihl = usize::from(body.first().map_or(0, |b| b & 0x0f)) * 4;
     let total = be16(body, 2).map(usize::from);
     let ip4_ok = body.first().is_some_and(|b| b >> 4 == 4)
         && ihl >= 20
         && total.is_some_and(|t| t >= ihl && t <= body.len());
-    assert_eq!(ip4.is_some(), ip4_ok, "Ipv4Summary::parse");
+    assert_eq!(ip4.is_some(), ip4_ok, "Ipv4Packet::new_checked");
     if let Some(s) = ip4 {
         let frag = be16(body, 6).unwrap_or(0);
         assert_eq!(
             (
-                s.src,
-                s.dst,
-                s.protocol,
-                s.header_len,
-                Some(s.total_len),
-                s.later_fragment
+                s.src_addr(),
+                s.dst_addr(),
+                s.protocol(),
+                s.header_len(),
+                Some(s.total_len()),
+                s.frag_offset() != 0
             ),
             (
                 v4(&body[12..16]),
@@ -1521,18 +1520,24 @@ fn wire_parsers(f: &[u8]) {
                 total,
                 frag & 0x1fff != 0
             ),
-            "Ipv4Summary fields"
+            "Ipv4Packet fields"
         );
     }
     // IPv6
-    let ip6 = Ipv6Summary::parse(body);
+    let ip6 = Ipv6Packet::new_checked(body).ok();
     let ip6_ok = body.len() >= 40
         && body[0] >> 4 == 6
         && be16(body, 4).is_some_and(|l| 40 + usize::from(l) <= body.len());
-    assert_eq!(ip6.is_some(), ip6_ok, "Ipv6Summary::parse");
+    assert_eq!(ip6.is_some(), ip6_ok, "Ipv6Packet::new_checked");
     if let Some(s) = ip6 {
         assert_eq!(
-            (s.src, s.dst, s.next_header, s.hop_limit, Some(s.total_len)),
+            (
+                s.src_addr(),
+                s.dst_addr(),
+                s.next_header(),
+                s.hop_limit(),
+                Some(s.total_len())
+            ),
             (
                 v6(&body[8..24]),
                 v6(&body[24..40]),
@@ -1540,7 +1545,7 @@ fn wire_parsers(f: &[u8]) {
                 body[7],
                 be16(body, 4).map(|l| 40 + usize::from(l))
             ),
-            "Ipv6Summary fields"
+            "Ipv6Packet fields"
         );
     }
     // a summary of the one family only

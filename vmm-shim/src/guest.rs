@@ -30,11 +30,14 @@ use tunnel::{Outcome, Transmit};
 
 use crate::dhcp::{self, Lease};
 use crate::ndp::{self, Prefix6};
-use crate::wire::{
-    self, Arp, EthHeader, Ipv4Summary, Ipv6Summary, Mac, ARP_LEN, ARP_REPLY, ARP_REQUEST,
-    ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HLEN,
-    IPV6_HLEN, PROTO_ICMPV6, PROTO_UDP,
+use wire::arp::{ArpRepr, OP_REPLY, OP_REQUEST, PACKET_LEN as ARP_LEN};
+use wire::ethernet::{
+    EthernetRepr, Mac, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ,
+    ETHERTYPE_VLAN, HEADER_LEN as ETH_HLEN,
 };
+use wire::ip::{PROTO_ICMPV6, PROTO_UDP};
+use wire::ipv6::HEADER_LEN as IPV6_HLEN;
+use wire::{field, udp, Ipv4Packet, Ipv4Repr, Ipv6Packet};
 
 /// The shim's own MAC on the guest link (locally administered).
 pub const SHIM_MAC: Mac = Mac([0x02, 0xfa, 0x11, 0x0e, 0x00, 0x01]);
@@ -251,7 +254,7 @@ impl GuestNet {
         if frame.len() > MAX_FRAME {
             return self.drop(GuestDrop::FrameTooLong);
         }
-        let Some(eth) = EthHeader::parse(frame) else {
+        let Ok(eth) = EthernetRepr::parse(frame) else {
             return self.drop(GuestDrop::FrameTooShort);
         };
         if !eth.src.is_unicast() {
@@ -280,12 +283,12 @@ impl GuestNet {
     }
 
     fn arp<'o>(&mut self, guest: Mac, body: &[u8], out: &'o mut [u8]) -> Action<'o> {
-        let Some(req) = Arp::parse(body) else {
+        let Ok(req) = ArpRepr::parse(body) else {
             return self.drop(GuestDrop::ArpMalformed);
         };
         // Requests only; not the guest's probes (sender 0.0.0.0) or announcements (sender =
         // target), and not for its own address (nothing else may answer for it).
-        if req.op != ARP_REQUEST
+        if req.op != OP_REQUEST
             || req.sha != guest
             || req.spa.is_unspecified()
             || req.spa == req.tpa
@@ -296,22 +299,22 @@ impl GuestNet {
         {
             return self.drop(GuestDrop::ArpIgnored);
         }
-        let reply = Arp {
-            op: ARP_REPLY,
+        let reply = ArpRepr {
+            op: OP_REPLY,
             sha: SHIM_MAC,
             spa: req.tpa,
             tha: guest,
             tpa: req.spa,
         };
-        let eth = EthHeader {
+        let eth = EthernetRepr {
             dst: guest,
             src: SHIM_MAC,
             ethertype: ETHERTYPE_ARP,
         };
-        if eth.write(out).is_none()
+        if eth.emit(out).is_err()
             || out
                 .get_mut(ETH_HLEN..)
-                .and_then(|b| reply.write(b))
+                .and_then(|b| reply.emit(b).ok())
                 .is_none()
         {
             return Action::None;
@@ -328,35 +331,30 @@ impl GuestNet {
         packet: &mut [u8],
         out: &'o mut [u8],
     ) -> Action<'o> {
-        let Some(ip) = Ipv4Summary::parse(packet) else {
+        let Ok(ip) = Ipv4Packet::new_checked(&*packet) else {
             return self.drop(GuestDrop::IpMalformed);
         };
-        let udp_dport = (ip.protocol == PROTO_UDP && !ip.later_fragment)
-            .then(|| {
-                packet
-                    .get(..ip.total_len)
-                    .and_then(|p| p.get(ip.header_len + 2..ip.header_len + 4))
-            })
-            .flatten()
-            .and_then(|p| Some(u16::from_be_bytes(*p.first_chunk()?)));
+        let dst = ip.dst_addr();
+        // a later fragment carries no UDP header; the DHCP path reads only its ports
+        let udp_dport = (ip.protocol() == PROTO_UDP && ip.frag_offset() == 0)
+            .then(|| field::be16(ip.payload(), 2))
+            .flatten();
         if udp_dport == Some(dhcp::SERVER_PORT)
-            && (ip.dst == self.config.gateway || ip.dst == Ipv4Addr::BROADCAST)
+            && (dst == self.config.gateway || dst == Ipv4Addr::BROADCAST)
         {
-            let payload = packet
-                .get(ip.header_len + 8..ip.total_len)
-                .unwrap_or_default();
+            let payload = ip.payload().get(udp::HEADER_LEN..).unwrap_or_default();
             return self.dhcp(guest, payload, out);
         }
         // A router forwards none of these (RFC 3927 §7 for 169.254/16, RFC 1122 for 0/8 and
         // 127/8): a guest's metadata query to 169.254.169.254 must not reach a datacenter.
         if !to_shim
-            || ip.dst.is_broadcast()
-            || ip.dst.is_multicast()
-            || ip.dst.is_link_local()
-            || ip.dst.is_loopback()
-            || ip.dst.octets()[0] == 0
-            || ip.dst == self.subnet_broadcast()
-            || ip.dst == self.config.gateway
+            || dst.is_broadcast()
+            || dst.is_multicast()
+            || dst.is_link_local()
+            || dst.is_loopback()
+            || dst.octets()[0] == 0
+            || dst == self.subnet_broadcast()
+            || dst == self.config.gateway
         {
             return self.drop(GuestDrop::LinkLocalOnly);
         }
@@ -395,19 +393,26 @@ impl GuestNet {
             .get_mut(udp_at + 8..)
             .and_then(|b| dhcp::write_reply(b, &msg, &reply, &lease))
             .and_then(|n| {
-                wire::finish_udp_v4(
+                udp::emit_header(
                     out.get_mut(udp_at..)?,
-                    lease.router,
-                    dhcp::SERVER_PORT,
-                    reply.dst,
-                    dhcp::CLIENT_PORT,
+                    (lease.router.into(), dhcp::SERVER_PORT),
+                    (reply.dst.into(), dhcp::CLIENT_PORT),
                     n,
                 )
+                .ok()
             })
             .and_then(|udp_len| {
-                let ip = out.get_mut(ETH_HLEN..)?;
-                wire::write_ipv4_header(ip, lease.router, reply.dst, PROTO_UDP, udp_len)?;
-                EthHeader {
+                Ipv4Repr {
+                    src_addr: lease.router,
+                    dst_addr: reply.dst,
+                    protocol: PROTO_UDP,
+                    payload_len: udp_len,
+                    ttl: 64,
+                    dont_frag: false,
+                }
+                .emit(out.get_mut(ETH_HLEN..)?)
+                .ok()?;
+                EthernetRepr {
                     dst: if reply.broadcast {
                         Mac::BROADCAST
                     } else {
@@ -416,7 +421,8 @@ impl GuestNet {
                     src: SHIM_MAC,
                     ethertype: ETHERTYPE_IPV4,
                 }
-                .write(out)?;
+                .emit(out)
+                .ok()?;
                 Some(udp_at + udp_len)
             })
         else {
@@ -434,24 +440,24 @@ impl GuestNet {
         packet: &mut [u8],
         out: &'o mut [u8],
     ) -> Action<'o> {
-        let Some(ip) = Ipv6Summary::parse(packet) else {
+        let Ok(ip) = Ipv6Packet::new_checked(&*packet) else {
             return self.drop(GuestDrop::IpMalformed);
         };
-        if ip.next_header == PROTO_ICMPV6 {
+        if ip.next_header() == PROTO_ICMPV6 {
             if let Some(&kind) = packet.get(IPV6_HLEN) {
                 if ndp::is_ndp(kind) {
-                    let msg = packet.get(IPV6_HLEN..ip.total_len).unwrap_or_default();
-                    return self.ndp(now, guest, &ip, msg, out);
+                    return self.ndp(now, guest, &ip, out);
                 }
             }
         }
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
         let link_scope = |a: Ipv6Addr| {
             a.is_multicast()
                 || a.is_loopback()
                 || a.is_unspecified()
                 || a.segments()[0] & 0xffc0 == 0xfe80
         };
-        if !to_shim || link_scope(ip.dst) || link_scope(ip.src) {
+        if !to_shim || link_scope(dst) || link_scope(src) {
             return self.drop(GuestDrop::LinkLocalOnly);
         }
         self.send_to_engine(now, packet, out)
@@ -461,11 +467,11 @@ impl GuestNet {
         &mut self,
         now: Instant,
         guest: Mac,
-        ip: &Ipv6Summary,
-        msg: &[u8],
+        ip: &Ipv6Packet<&[u8]>,
         out: &'o mut [u8],
     ) -> Action<'o> {
-        let parsed = match ndp::parse(msg, ip.src, ip.dst, ip.hop_limit) {
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let parsed = match ndp::parse(ip.payload(), src, dst, ip.hop_limit()) {
             Ok(m) => m,
             Err(_) => return self.drop(GuestDrop::NdpMalformed),
         };
@@ -474,10 +480,10 @@ impl GuestNet {
                 self.drop(GuestDrop::NdpIgnored)
             }
             ndp::Message::RouterSolicitation => {
-                let dst = if ip.src.is_unspecified() {
+                let dst = if src.is_unspecified() {
                     ndp::ALL_NODES
                 } else {
-                    ip.src
+                    src
                 };
                 self.next_ra = Some(now + RA_INTERVAL);
                 let Some(n) = ndp::write_router_advertisement(
@@ -493,7 +499,7 @@ impl GuestNet {
                 self.stats.router_advertisements += 1;
                 self.emit(out, n)
             }
-            ndp::Message::NeighborSolicitation { target } if ip.src.is_unspecified() => {
+            ndp::Message::NeighborSolicitation { target } if src.is_unspecified() => {
                 // duplicate address detection: the guest is about to use `target`
                 if ndp::is_global_unicast(target)
                     && self.prefix6().is_none_or(|p| p.contains(target))
@@ -506,8 +512,7 @@ impl GuestNet {
                 if Some(target) == self.guest_v6 {
                     return self.drop(GuestDrop::NdpIgnored);
                 }
-                let Some(n) =
-                    ndp::write_neighbor_advertisement(out, SHIM_MAC, guest, ip.src, target)
+                let Some(n) = ndp::write_neighbor_advertisement(out, SHIM_MAC, guest, src, target)
                 else {
                     return Action::None;
                 };
@@ -597,12 +602,12 @@ impl GuestNet {
                 if at != ETH_HLEN {
                     out.copy_within(at..at + len, ETH_HLEN);
                 }
-                let eth = EthHeader {
+                let eth = EthernetRepr {
                     dst: guest,
                     src: SHIM_MAC,
                     ethertype,
                 };
-                if eth.write(out).is_none() {
+                if eth.emit(out).is_err() {
                     return Action::None;
                 }
                 self.emit(out, ETH_HLEN + len)

@@ -24,6 +24,5 @@ pub mod fuzzing;
 pub mod guest;
 pub mod ndp;
 pub mod virtio;
-pub mod wire;
 
 pub use guest::{Action, GuestConfig, GuestDrop, GuestNet, GuestStats};

@@ -26,8 +26,8 @@ use runtime::{clock, Shutdown};
 use serde_json::json;
 use sessionkeeper::StableAddresses;
 use vmm_shim::guest::OUT_LEN;
-use vmm_shim::wire::Mac;
 use vmm_shim::{Action, GuestConfig, GuestNet};
+use wire::Mac;
 
 use crate::frontend::{Input, Output, Receiver};
 

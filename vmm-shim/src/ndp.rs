@@ -14,7 +14,10 @@
 
 use std::net::Ipv6Addr;
 
-use crate::wire::{self, Mac, IPV6_HLEN, PROTO_ICMPV6};
+use wire::ethernet::{self, EthernetRepr, Mac, ETHERTYPE_IPV6};
+use wire::icmp::Icmpv6Packet;
+use wire::ip::PROTO_ICMPV6;
+use wire::ipv6::{Ipv6Repr, HEADER_LEN as IPV6_HLEN};
 
 /// ICMPv6 types.
 pub const ROUTER_SOLICITATION: u8 = 133;
@@ -82,7 +85,11 @@ pub fn parse(msg: &[u8], src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8) -> Result<
         NEIGHBOR_SOLICITATION | NEIGHBOR_ADVERTISEMENT => (24, 24),
         _ => (40, 40),
     };
-    if hop_limit != 255 || code != 0 || msg.len() < min || !wire::icmpv6_verifies(msg, src, dst) {
+    if hop_limit != 255
+        || code != 0
+        || msg.len() < min
+        || !Icmpv6Packet::new_checked(msg).is_ok_and(|m| m.verify_checksum(src, dst))
+    {
         return Err(Invalid::Malformed);
     }
     // options: each at least 8 bytes, a multiple of 8, inside the message
@@ -199,18 +206,29 @@ fn write_frame(
     dst: Ipv6Addr,
     msg: &mut [u8],
 ) -> Option<usize> {
-    wire::finish_icmpv6(msg, src, dst)?;
-    wire::EthHeader {
+    Icmpv6Packet::new_checked(&mut *msg)
+        .ok()?
+        .fill_checksum(src, dst);
+    EthernetRepr {
         dst: dst_mac,
         src: shim_mac,
-        ethertype: wire::ETHERTYPE_IPV6,
+        ethertype: ETHERTYPE_IPV6,
     }
-    .write(out)?;
-    let ip = out.get_mut(wire::ETH_HLEN..)?;
-    wire::write_ipv6_header(ip, src, dst, PROTO_ICMPV6, 255, msg.len())?;
+    .emit(out)
+    .ok()?;
+    let ip = out.get_mut(ethernet::HEADER_LEN..)?;
+    Ipv6Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: PROTO_ICMPV6,
+        payload_len: msg.len(),
+        hop_limit: 255,
+    }
+    .emit(ip)
+    .ok()?;
     ip.get_mut(IPV6_HLEN..IPV6_HLEN + msg.len())?
         .copy_from_slice(msg);
-    Some(wire::ETH_HLEN + IPV6_HLEN + msg.len())
+    Some(ethernet::HEADER_LEN + IPV6_HLEN + msg.len())
 }
 
 #[cfg(test)]
@@ -224,7 +242,7 @@ mod tests {
     fn ns(target: Ipv6Addr, src: Ipv6Addr) -> Vec<u8> {
         let mut m = vec![NEIGHBOR_SOLICITATION, 0, 0, 0, 0, 0, 0, 0];
         m.extend_from_slice(&target.octets());
-        wire::finish_icmpv6(&mut m, src, ALL_NODES).unwrap();
+        Icmpv6Packet::new_unchecked(&mut m[..]).fill_checksum(src, ALL_NODES);
         m
     }
 
@@ -244,7 +262,7 @@ mod tests {
         // an option of length 0
         let mut m = ns(t, src);
         m.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
-        wire::finish_icmpv6(&mut m, src, ALL_NODES).unwrap();
+        Icmpv6Packet::new_unchecked(&mut m[..]).fill_checksum(src, ALL_NODES);
         assert_eq!(parse(&m, src, ALL_NODES, 255), Err(Invalid::Malformed));
     }
 
@@ -256,14 +274,18 @@ mod tests {
         };
         let n = write_router_advertisement(&mut out, SHIM, GUEST, ALL_NODES, 1420, Some(prefix))
             .unwrap();
-        let ip = wire::Ipv6Summary::parse(&out[14..n]).unwrap();
-        assert_eq!(ip.hop_limit, 255);
-        assert!(wire::icmpv6_verifies(&out[14 + 40..n], ip.src, ip.dst));
-        let n = write_neighbor_advertisement(&mut out, SHIM, GUEST, ip.src, ip.src).unwrap();
-        let ip = wire::Ipv6Summary::parse(&out[14..n]).unwrap();
-        assert!(wire::icmpv6_verifies(&out[14 + 40..n], ip.src, ip.dst));
+        let ip = wire::Ipv6Packet::new_checked(&out[14..n]).unwrap();
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        assert_eq!(ip.hop_limit(), 255);
+        let msg = Icmpv6Packet::new_checked(&out[14 + 40..n]).unwrap();
+        assert!(msg.verify_checksum(src, dst));
+        let n = write_neighbor_advertisement(&mut out, SHIM, GUEST, src, src).unwrap();
+        let ip = wire::Ipv6Packet::new_checked(&out[14..n]).unwrap();
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let msg = Icmpv6Packet::new_checked(&out[14 + 40..n]).unwrap();
+        assert!(msg.verify_checksum(src, dst));
         assert_eq!(
-            parse(&out[14 + 40..n], ip.src, ip.dst, 255),
+            parse(&out[14 + 40..n], src, dst, 255),
             Ok(Message::NeighborAdvertisement)
         );
     }

@@ -2,7 +2,7 @@
 //! simulated datacenters ([`Gateway`] engines), the approach of `engine/tests/failover_sim.rs`.
 //!
 //! Every frame the shim sends the guest is taken apart here with parsers and checksums written
-//! from scratch (nothing from `vmm_shim::wire` or `sessionkeeper::checksum` checks the code
+//! from scratch (nothing from the `wire` crate checks the code
 //! that uses them): Ethernet addresses, IPv4 header checksums, UDP/TCP/ICMPv6 checksums over
 //! their pseudo-headers, DHCP options, router advertisement options.
 //!
@@ -40,8 +40,8 @@ use sessionkeeper::StableAddresses;
 use tunnel::{AllowedIps, Outcome, PeerConfig, PrivateKey};
 use vmm_shim::framing::{self, Decoder};
 use vmm_shim::guest::{MAX_FRAME, OUT_LEN, SHIM_MAC};
-use vmm_shim::wire::Mac;
 use vmm_shim::{Action, GuestConfig, GuestDrop, GuestNet};
+use wire::Mac;
 
 // ---------------------------------------------------------------------------------------------
 // The network

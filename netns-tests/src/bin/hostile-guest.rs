@@ -354,22 +354,6 @@ fn arp_reply_spa(frame: &[u8]) -> Option<[u8; 4]> {
     f.get(28..32)?.try_into().ok()
 }
 
-/// The one's complement checksum of RFC 1071.
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| {
-            let hi = u32::from(c.first().copied().unwrap_or(0));
-            let lo = u32::from(c.get(1).copied().unwrap_or(0));
-            hi << 8 | lo
-        })
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// An IPv4 header (`total_len` as given, checksum right) and a UDP header (checksum 0).
 fn ipv4_udp(src: [u8; 4], dst: [u8; 4], ports: (u16, u16), payload: &[u8], total: u16) -> Vec<u8> {
     let mut ip = Vec::with_capacity(28 + payload.len());
@@ -378,7 +362,7 @@ fn ipv4_udp(src: [u8; 4], dst: [u8; 4], ports: (u16, u16), payload: &[u8], total
     ip.extend_from_slice(&[0, 1, 0, 0, 64, 17, 0, 0]);
     ip.extend_from_slice(&src);
     ip.extend_from_slice(&dst);
-    let sum = checksum(&ip);
+    let sum = wire::checksum::finish(wire::checksum::sum(&ip));
     if let Some(slot) = ip.get_mut(10..12) {
         slot.copy_from_slice(&sum.to_be_bytes());
     }
