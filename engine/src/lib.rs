@@ -404,7 +404,7 @@ pub enum EngineError {
 }
 
 /// Why the engine dropped a packet from the local side (the session keeper counts each).
-pub type LocalDrop = sessionkeeper::Drop;
+pub type LocalDrop = sessionkeeper::KeeperDrop;
 
 /// Switch-over recovery waiting for the new path.
 #[derive(Debug, Clone, Copy)]

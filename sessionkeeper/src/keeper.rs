@@ -80,7 +80,7 @@ impl KeeperConfig {
 
 /// Why a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
+pub enum KeeperDrop {
     /// it did not parse
     Malformed(Malformed),
     /// outbound, its source is not the local address of its family
@@ -244,17 +244,17 @@ impl Keeper {
         self.config.mtu.saturating_sub(headers).max(536)
     }
 
-    fn refuse(&mut self, d: Drop) -> Drop {
+    fn refuse(&mut self, d: KeeperDrop) -> KeeperDrop {
         match d {
-            Drop::Malformed(m) => {
+            KeeperDrop::Malformed(m) => {
                 if let Some(i) = Malformed::ALL.iter().position(|x| *x == m) {
                     if let Some(c) = self.stats.malformed.get_mut(i) {
                         *c += 1;
                     }
                 }
             }
-            Drop::SourceNotLocal => self.stats.source_not_local += 1,
-            Drop::NotForUs => self.stats.not_for_us += 1,
+            KeeperDrop::SourceNotLocal => self.stats.source_not_local += 1,
+            KeeperDrop::NotForUs => self.stats.not_for_us += 1,
         }
         d
     }
@@ -280,13 +280,13 @@ impl Keeper {
         now: Instant,
         packet: &mut [u8],
         tunnel: usize,
-    ) -> Result<usize, Drop> {
-        let ip = parse::parse(packet).map_err(|m| self.refuse(Drop::Malformed(m)))?;
+    ) -> Result<usize, KeeperDrop> {
+        let ip = parse::parse(packet).map_err(|m| self.refuse(KeeperDrop::Malformed(m)))?;
         let Some((local, stable)) = self.addresses(ip.family) else {
-            return Err(self.refuse(Drop::SourceNotLocal));
+            return Err(self.refuse(KeeperDrop::SourceNotLocal));
         };
         if ip.src(packet) != Some(local) {
-            return Err(self.refuse(Drop::SourceNotLocal));
+            return Err(self.refuse(KeeperDrop::SourceNotLocal));
         }
         if local != stable {
             let (from, to) = (Octets::of(local), Octets::of(stable));
@@ -300,13 +300,13 @@ impl Keeper {
 
     /// A packet from a tunnel for the local side: validated, rewritten in place, tracked.
     /// Returns the packet's length.
-    pub fn inbound(&mut self, now: Instant, packet: &mut [u8]) -> Result<usize, Drop> {
-        let ip = parse::parse(packet).map_err(|m| self.refuse(Drop::Malformed(m)))?;
+    pub fn inbound(&mut self, now: Instant, packet: &mut [u8]) -> Result<usize, KeeperDrop> {
+        let ip = parse::parse(packet).map_err(|m| self.refuse(KeeperDrop::Malformed(m)))?;
         let Some((local, stable)) = self.addresses(ip.family) else {
-            return Err(self.refuse(Drop::NotForUs));
+            return Err(self.refuse(KeeperDrop::NotForUs));
         };
         if ip.dst(packet) != Some(stable) {
-            return Err(self.refuse(Drop::NotForUs));
+            return Err(self.refuse(KeeperDrop::NotForUs));
         }
         if local != stable {
             let (from, to) = (Octets::of(stable), Octets::of(local));
@@ -798,14 +798,14 @@ mod tests {
         let t0 = Instant::now();
         let mut k = keeper(true);
         let mut p = tcp([10, 200, 0, 3], SERVER, (1, 2), 0, 0, flags::ACK, &[]);
-        assert_eq!(k.outbound(t0, &mut p, 0), Err(Drop::SourceNotLocal));
+        assert_eq!(k.outbound(t0, &mut p, 0), Err(KeeperDrop::SourceNotLocal));
         let mut p = tcp(SERVER, [100, 96, 0, 3], (1, 2), 0, 0, flags::ACK, &[]);
-        assert_eq!(k.inbound(t0, &mut p), Err(Drop::NotForUs));
+        assert_eq!(k.inbound(t0, &mut p), Err(KeeperDrop::NotForUs));
         let mut p = tcp(LOCAL, SERVER, (1, 2), 0, 0, flags::ACK, &[]);
         p[32] = 0x40; // data offset 16
         assert_eq!(
             k.outbound(t0, &mut p, 0),
-            Err(Drop::Malformed(Malformed::BadTcpOffset))
+            Err(KeeperDrop::Malformed(Malformed::BadTcpOffset))
         );
         let s = k.stats();
         assert_eq!((s.source_not_local, s.not_for_us), (1, 1));

@@ -22,7 +22,7 @@ pub mod parse;
 pub mod rewrite;
 
 pub use flows::{FlowKey, FlowTable, Timeouts};
-pub use keeper::{Drop, Keeper, KeeperConfig, KeeperStats};
+pub use keeper::{Keeper, KeeperConfig, KeeperDrop, KeeperStats};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -29,7 +29,7 @@ use proptest::test_runner::TestCaseError;
 use sessionkeeper::fuzzing::{self, LOCAL_V4, LOCAL_V6, STABLE_V4, STABLE_V6};
 use sessionkeeper::parse::{self, Malformed};
 use sessionkeeper::rewrite::{self, flags, Direction};
-use sessionkeeper::{Drop, Keeper, KeeperConfig, KeeperStats, StableAddresses};
+use sessionkeeper::{Keeper, KeeperConfig, KeeperDrop, KeeperStats, StableAddresses};
 use wire::checksum::{add, fold, pseudo_header, sum};
 
 const TCP: u8 = 6;
@@ -1479,16 +1479,16 @@ fn check_any_bytes(keeper: &mut Keeper, bytes: &[u8], outbound: bool) -> Result<
         Err(d) => {
             prop_assert_eq!(&p, &bytes, "a refused packet changed");
             match d {
-                Drop::Malformed(m) => {
+                KeeperDrop::Malformed(m) => {
                     prop_assert_eq!(parsed, Err(m));
                     let i = Malformed::ALL.iter().position(|x| *x == m).unwrap();
                     want.0[i] += 1;
                 }
-                Drop::SourceNotLocal => {
+                KeeperDrop::SourceNotLocal => {
                     prop_assert!(outbound);
                     want.1 += 1;
                 }
-                Drop::NotForUs => {
+                KeeperDrop::NotForUs => {
                     prop_assert!(!outbound);
                     want.2 += 1;
                 }
@@ -1825,7 +1825,7 @@ fn udp_shorter_than_its_header_is_refused_or_left_alone() {
         let mut keeper = keeper_for(0, 1400);
         let mut out = packet.clone();
         match keeper.outbound(now(), &mut out, 0) {
-            Err(Drop::Malformed(_)) => assert_eq!(out, packet),
+            Err(KeeperDrop::Malformed(_)) => assert_eq!(out, packet),
             Ok(len) if out[len..] != packet[len..] => wrong.push(format!(
                 "{hex_packet}: the bytes after the packet became {}",
                 hex(&out[len..])
