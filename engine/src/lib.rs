@@ -746,10 +746,9 @@ impl Engine {
                         Some(p) => Outcome::Deliver(p),
                         None => Outcome::Done,
                     },
-                    Err(_) => {
-                        self.underlay_drops.add(DropReason::InnerRefused);
-                        Outcome::Dropped(DropReason::InnerRefused)
-                    }
+                    // the session keeper refused it (not for a stable address, or malformed in
+                    // its transport header) and counted why: a drop of its own, not the tunnel's
+                    Err(_) => Outcome::Done,
                 },
                 Some(Ok(msg)) => {
                     // refused replies are counted by the monitor and are not evidence

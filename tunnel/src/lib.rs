@@ -185,9 +185,6 @@ drop_reasons! {
     NoEndpoint => "no_endpoint",
     /// a packet to the tunnel whose destination no peer's allowed IPs cover
     NoRoute => "no_route",
-    /// a decrypted packet the client's session keeper refused (not for a stable address, or
-    /// malformed in its transport header): the keeper counts why
-    InnerRefused => "inner_refused",
     /// an output buffer too small for the input (a caller bug, caught before boringtun panics)
     BufferTooSmall => "buffer_too_small",
     }
