@@ -17,9 +17,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tunnel::{Outcome, PeerConfig, PeerId};
 
+use crate::config::GatewayConfig;
 use crate::net;
 use crate::takeover::Takeover;
-use runtime::config::GatewayConfig;
 use runtime::control::{self, Command};
 use runtime::metrics::{self, Exposition};
 use runtime::notify::Notifier;
@@ -52,7 +52,7 @@ fn engine_clients(config: &GatewayConfig) -> Vec<GatewayClient> {
 
 /// The addresses the gateway claims for a client: only single addresses (a client's wider
 /// prefixes are routed by the operator).
-fn claim_addresses(c: &runtime::config::GatewayClient) -> Vec<IpAddr> {
+fn claim_addresses(c: &crate::config::GatewayClient) -> Vec<IpAddr> {
     c.allowed_ips
         .prefixes()
         .iter()

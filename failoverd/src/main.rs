@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
+use failoverd::config::GatewayConfig;
 use failoverd::{client, gateway};
-use runtime::{config, Shutdown};
+use runtime::config::ClientConfig;
+use runtime::Shutdown;
 use tunnel::PrivateKey;
 use zeroize::Zeroizing;
 
@@ -120,12 +122,12 @@ fn pubkey() -> anyhow::Result<()> {
 fn run_daemon(role: Role, check_only: bool, path: PathBuf) -> anyhow::Result<()> {
     // Validate before anything privileged happens, so a bad config fails fast and clearly.
     enum Loaded {
-        Client(config::ClientConfig),
-        Gateway(config::GatewayConfig),
+        Client(ClientConfig),
+        Gateway(GatewayConfig),
     }
     let loaded = match role {
-        Role::Gateway => Loaded::Gateway(config::GatewayConfig::load(&path)?),
-        Role::Client => Loaded::Client(config::ClientConfig::load(&path)?),
+        Role::Gateway => Loaded::Gateway(GatewayConfig::load(&path)?),
+        Role::Client => Loaded::Client(ClientConfig::load(&path)?),
     };
     if check_only {
         println!("{}: ok", path.display());

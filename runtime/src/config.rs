@@ -21,7 +21,6 @@ use crate::keyfile;
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Bounds that keep a config from asking for absurd resources.
 const MAX_DATACENTERS: usize = 64;
-const MAX_CLIENTS: usize = 65_536;
 const MAX_PREFIXES: usize = 1024;
 
 /// A refused configuration: the file, the key, what is wrong and how to fix it.
@@ -38,13 +37,20 @@ pub struct ConfigError {
     pub fix: String,
 }
 
-#[derive(Clone, Copy)]
-struct Ctx<'a> {
+/// The file being parsed, for errors that name it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
     file: &'a Path,
 }
 
-impl Ctx<'_> {
-    fn err(
+impl<'a> Ctx<'a> {
+    /// For `file`.
+    pub fn new(file: &'a Path) -> Self {
+        Self { file }
+    }
+
+    /// A refusal of `key` in this file: what is wrong and how to fix it.
+    pub fn err(
         &self,
         key: impl Into<String>,
         problem: impl Into<String>,
@@ -59,7 +65,7 @@ impl Ctx<'_> {
     }
 }
 
-fn read_toml<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<T, ConfigError> {
+pub fn read_toml<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<T, ConfigError> {
     let ctx = Ctx { file };
     let meta = std::fs::metadata(file).map_err(|e| {
         ctx.err(
@@ -107,7 +113,7 @@ fn read_toml<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<T, ConfigError
     })
 }
 
-fn parse_public_key(ctx: &Ctx<'_>, key: &str, text: &str) -> Result<PublicKey, ConfigError> {
+pub fn parse_public_key(ctx: &Ctx<'_>, key: &str, text: &str) -> Result<PublicKey, ConfigError> {
     PublicKey::from_base64(text).map_err(|e| {
         ctx.err(
             key,
@@ -117,7 +123,11 @@ fn parse_public_key(ctx: &Ctx<'_>, key: &str, text: &str) -> Result<PublicKey, C
     })
 }
 
-fn parse_prefixes(ctx: &Ctx<'_>, key: &str, list: &[String]) -> Result<Vec<Prefix>, ConfigError> {
+pub fn parse_prefixes(
+    ctx: &Ctx<'_>,
+    key: &str,
+    list: &[String],
+) -> Result<Vec<Prefix>, ConfigError> {
     if list.len() > MAX_PREFIXES {
         return Err(ctx.err(
             key,
@@ -217,7 +227,7 @@ fn parse_endpoint(ctx: &Ctx<'_>, key: &str, text: &str) -> Result<Endpoint, Conf
     })
 }
 
-fn check_name(
+pub fn check_name(
     ctx: &Ctx<'_>,
     key: &str,
     name: &str,
@@ -245,7 +255,7 @@ fn check_name(
     Ok(())
 }
 
-fn check_interface(ctx: &Ctx<'_>, key: &str, name: &str) -> Result<(), ConfigError> {
+pub fn check_interface(ctx: &Ctx<'_>, key: &str, name: &str) -> Result<(), ConfigError> {
     if name.is_empty()
         || name.len() > 15
         || !name
@@ -261,7 +271,7 @@ fn check_interface(ctx: &Ctx<'_>, key: &str, name: &str) -> Result<(), ConfigErr
     Ok(())
 }
 
-fn check_mtu(ctx: &Ctx<'_>, key: &str, mtu: u32) -> Result<u16, ConfigError> {
+pub fn check_mtu(ctx: &Ctx<'_>, key: &str, mtu: u32) -> Result<u16, ConfigError> {
     u16::try_from(mtu)
         .ok()
         .filter(|m| (576..=65_535 - 80).contains(&(*m as u32)))
@@ -276,7 +286,7 @@ fn check_mtu(ctx: &Ctx<'_>, key: &str, mtu: u32) -> Result<u16, ConfigError> {
 
 /// Reads the private key; it must belong to the user the daemon runs as (`operations.user`
 /// once it drops to it, else the current one), who must be able to read it again at a reload.
-fn read_key(
+pub fn read_key(
     ctx: &Ctx<'_>,
     key: &str,
     path: &Path,
@@ -391,29 +401,14 @@ fn default_true() -> bool {
 fn default_probe_kind() -> String {
     "gateway".into()
 }
-fn default_claim_timeout() -> u64 {
-    2000
-}
-fn default_return_path() -> String {
-    "claim".into()
-}
-fn default_gateway_interface() -> String {
-    "failovergw0".into()
-}
 fn default_allowed_ips() -> Vec<String> {
     vec!["0.0.0.0/0".into(), "::/0".into()]
 }
-fn default_mtu() -> u32 {
+pub fn default_mtu() -> u32 {
     1420
 }
 fn default_keepalive() -> u16 {
     25
-}
-fn default_listen_port() -> u16 {
-    51820
-}
-fn default_rate_limit() -> u64 {
-    100
 }
 
 /// One datacenter, as the client uses it.
@@ -457,7 +452,7 @@ pub struct Operations {
     pub user: Option<(String, u32, u32)>,
 }
 
-fn parse_operations(
+pub fn parse_operations(
     ctx: &Ctx<'_>,
     section: &str,
     control_group: Option<&str>,
@@ -1030,238 +1025,6 @@ impl ShimConfig {
                 prefix6,
                 lease_secs: g.lease_secs,
             },
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// gateway
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGatewayFile {
-    gateway: RawGateway,
-    #[serde(default)]
-    client: Vec<RawGatewayClient>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGateway {
-    private_key_file: PathBuf,
-    #[serde(default = "default_listen_port")]
-    listen_port: u16,
-    address: Vec<String>,
-    #[serde(default = "default_gateway_interface")]
-    interface: String,
-    #[serde(default = "default_mtu")]
-    mtu: u32,
-    #[serde(default = "default_rate_limit")]
-    handshake_rate_limit: u64,
-    #[serde(default)]
-    control_socket: Option<PathBuf>,
-    inside_interface: String,
-    #[serde(default = "default_claim_timeout")]
-    claim_timeout_ms: u64,
-    #[serde(default)]
-    control_group: Option<String>,
-    #[serde(default)]
-    metrics_listen: Option<String>,
-    #[serde(default)]
-    user: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGatewayClient {
-    name: String,
-    public_key: String,
-    allowed_ips: Vec<String>,
-    #[serde(default)]
-    persistent_keepalive: u16,
-    #[serde(default = "default_return_path")]
-    return_path: String,
-}
-
-/// One client, as a gateway knows it.
-#[derive(Debug, Clone)]
-pub struct GatewayClient {
-    /// unique name
-    pub name: String,
-    /// its public key
-    pub public_key: PublicKey,
-    /// its inner addresses
-    pub allowed_ips: AllowedIps,
-    /// seconds between keepalives (0: off)
-    pub persistent_keepalive: u16,
-    /// claimed only while the client says this gateway is active (`false`: always)
-    pub claim_on_intent: bool,
-}
-
-/// The gateway daemon's configuration.
-#[derive(Debug)]
-pub struct GatewayConfig {
-    /// our key
-    pub private_key: PrivateKey,
-    /// UDP port
-    pub listen_port: u16,
-    /// the gateway's inner addresses with their prefix length (the TUN's addresses)
-    pub address_hosts: Vec<(IpAddr, u8)>,
-    /// TUN name
-    pub interface: String,
-    /// TUN MTU
-    pub mtu: u16,
-    /// port-wide handshakes per second before cookies are required
-    pub handshake_rate_limit: u64,
-    /// control socket path
-    pub control_socket: PathBuf,
-    /// the datacenter-side interface where client addresses are claimed
-    pub inside_interface: String,
-    /// a claim is released after this long without a probe from its client
-    pub claim_timeout: Duration,
-    /// clients
-    pub clients: Vec<GatewayClient>,
-    /// control socket readers, metrics, user
-    pub operations: Operations,
-}
-
-impl GatewayConfig {
-    /// Reads, parses and validates `file`.
-    pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        let raw: RawGatewayFile = read_toml(file)?;
-        let ctx = Ctx { file };
-        let g = raw.gateway;
-        check_interface(&ctx, "gateway.interface", &g.interface)?;
-        if g.listen_port == 0 {
-            return Err(ctx.err(
-                "gateway.listen_port",
-                "is 0",
-                "use a fixed port clients can reach, e.g. 51820",
-            ));
-        }
-        let mut address_hosts = Vec::new();
-        for (i, text) in g.address.iter().enumerate() {
-            let key = format!("gateway.address[{i}]");
-            let fix = "write the gateway's inner address with its prefix, e.g. 100.96.0.1/16";
-            let (a, l) = text
-                .split_once('/')
-                .ok_or_else(|| ctx.err(&key, format!("'{text}' has no /len"), fix))?;
-            let addr: IpAddr = a
-                .parse()
-                .map_err(|_| ctx.err(&key, format!("'{a}' is not an IP address"), fix))?;
-            let len: u8 = l
-                .parse()
-                .map_err(|_| ctx.err(&key, format!("'{l}' is not a prefix length"), fix))?;
-            Prefix::new(addr, len)
-                .ok_or_else(|| ctx.err(&key, format!("/{len} is too long"), fix))?;
-            address_hosts.push((addr, len));
-        }
-        if address_hosts.is_empty() {
-            return Err(ctx.err(
-                "gateway.address",
-                "is empty",
-                "give the gateway's inner address, e.g. [\"100.96.0.1/16\"]",
-            ));
-        }
-        let operations = parse_operations(
-            &ctx,
-            "gateway",
-            g.control_group.as_deref(),
-            g.metrics_listen.as_deref(),
-            g.user.as_deref(),
-        )?;
-        let private_key = read_key(
-            &ctx,
-            "gateway.private_key_file",
-            &g.private_key_file,
-            &operations,
-        )?;
-        if raw.client.len() > MAX_CLIENTS {
-            return Err(ctx.err(
-                "client",
-                format!("{} clients", raw.client.len()),
-                format!("configure at most {MAX_CLIENTS}"),
-            ));
-        }
-        let own_public = private_key.public_key();
-        let mut names = HashSet::new();
-        let mut keys = HashSet::new();
-        let mut clients = Vec::new();
-        for (i, c) in raw.client.iter().enumerate() {
-            let at = |k: &str| format!("client[{i}].{k}");
-            check_name(&ctx, &at("name"), &c.name, &mut names)?;
-            let public_key = parse_public_key(&ctx, &at("public_key"), &c.public_key)?;
-            if public_key == own_public {
-                return Err(ctx.err(
-                    at("public_key"),
-                    "is this gateway's own public key",
-                    "use the client's public key",
-                ));
-            }
-            if !keys.insert(*public_key.as_bytes()) {
-                return Err(ctx.err(
-                    at("public_key"),
-                    "the same key is configured for two clients",
-                    "give each client its own key",
-                ));
-            }
-            let prefixes = parse_prefixes(&ctx, &at("allowed_ips"), &c.allowed_ips)?;
-            if prefixes.is_empty() {
-                return Err(ctx.err(
-                    at("allowed_ips"),
-                    "is empty",
-                    "give the client's stable address, e.g. [\"100.96.0.2/32\"]",
-                ));
-            }
-            for p in &prefixes {
-                if let Some(other) = clients.iter().find(|o: &&GatewayClient| {
-                    o.allowed_ips.prefixes().iter().any(|q| q.overlaps(p))
-                }) {
-                    return Err(ctx.err(
-                        at("allowed_ips"),
-                        format!("{p} overlaps client '{}'", other.name),
-                        "give every client distinct addresses",
-                    ));
-                }
-            }
-            let claim_on_intent = match c.return_path.as_str() {
-                "claim" => true,
-                "static" => false,
-                other => return Err(ctx.err(at("return_path"), format!("'{other}' is not a return path"), "use \"claim\" (failoverd clients: claimed while this gateway is active) or \"static\" (plain WireGuard clients: always claimed)")),
-            };
-            clients.push(GatewayClient {
-                name: c.name.clone(),
-                public_key,
-                allowed_ips: AllowedIps::new(prefixes),
-                persistent_keepalive: c.persistent_keepalive,
-                claim_on_intent,
-            });
-        }
-        check_interface(&ctx, "gateway.inside_interface", &g.inside_interface)?;
-        if g.inside_interface == g.interface {
-            return Err(ctx.err("gateway.inside_interface", "is the TUN interface itself", "name the datacenter-side interface (e.g. eth1), where client addresses are claimed"));
-        }
-        if !(100..=3_600_000).contains(&g.claim_timeout_ms) {
-            return Err(ctx.err(
-                "gateway.claim_timeout_ms",
-                format!("{} is out of range", g.claim_timeout_ms),
-                "use 100-3600000; 2000 releases two seconds after a client falls silent",
-            ));
-        }
-        Ok(Self {
-            private_key,
-            listen_port: g.listen_port,
-            inside_interface: g.inside_interface,
-            claim_timeout: Duration::from_millis(g.claim_timeout_ms),
-            address_hosts,
-            mtu: check_mtu(&ctx, "gateway.mtu", g.mtu)?,
-            handshake_rate_limit: g.handshake_rate_limit.max(1),
-            control_socket: g
-                .control_socket
-                .unwrap_or_else(|| PathBuf::from(format!("/run/failoverd/{}.sock", g.interface))),
-            operations,
-            interface: g.interface,
-            clients,
         })
     }
 }
