@@ -8,6 +8,7 @@
 //! `-netdev stream` socket, or a vhost-user-net backend whose virtqueue worker runs on its own
 //! thread and hands frames over through bounded queues.
 
+mod config;
 mod frontend;
 
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
 use engine::{Batch, Engine};
 use runtime::client;
-use runtime::config::{ClientConfig, ShimConfig};
+use runtime::config::ClientConfig;
 use runtime::control;
 use runtime::drive::{self, Flow, LocalLink, Node, Transmitter};
 use runtime::{clock, Shutdown};
@@ -29,6 +30,7 @@ use vmm_shim::guest::OUT_LEN;
 use vmm_shim::{Action, GuestConfig, GuestNet};
 use wire::Mac;
 
+use crate::config::ShimConfig;
 use crate::frontend::{Input, Output, Receiver};
 
 /// `--version`: the crate's version and the git revision it was built from.
