@@ -12,6 +12,7 @@
 
 pub mod guest;
 pub mod lab;
+pub mod measure;
 pub mod roaming_lab;
 pub mod scenario;
 pub mod stream;

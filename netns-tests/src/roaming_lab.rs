@@ -27,13 +27,13 @@ use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::lab::{bin_path, wait_until, Daemon, Lab, Ns, Topology};
+pub use crate::measure::cpu_seconds;
 use crate::scenario::{
     client_config_text, start_client_with, start_datacenters, wait_claimed, wait_for_socket,
     DcEntry, FailoverLab, KeyPair, Running,
@@ -480,35 +480,6 @@ impl UdpPinger {
             }
         }
     }
-}
-
-/// A process's CPU time (user + system, every thread), from `/proc/<pid>/stat`.
-pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // the command name may hold spaces and parentheses: fields start after the last ')'
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| other(format!("odd /proc/{pid}/stat: {stat}")))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // field 3 (state) is fields[0]: utime (14) and stime (15) are fields[11] and [12]
-    let field = |i: usize| -> Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| other(format!("no field {i} in /proc/{pid}/stat")))
-    };
-    let ticks = field(11)? + field(12)?;
-    Ok(ticks as f64 / clock_ticks_per_second())
-}
-
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// Files under `/etc/netns/<ns>/` that `ip netns exec` bind-mounts over `/etc/` for the

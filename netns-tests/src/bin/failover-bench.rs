@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use netns_tests::lab::wait_until;
+use netns_tests::measure::percentile;
 use netns_tests::scenario::*;
 
 /// Which labs run: switch-over recovery on, off, or both side by side.
@@ -46,14 +47,6 @@ struct Opts {
     /// Switch-over recovery in the lab: on, off, or both (two labs side by side)
     #[arg(long, value_enum, default_value_t = Recovery::Both)]
     recovery: Recovery,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted.get(i).copied().unwrap_or(f64::NAN)
 }
 
 fn main() -> ExitCode {

@@ -37,6 +37,7 @@ use clap::builder::PossibleValuesParser;
 use clap::{Parser, ValueEnum};
 use netns_tests::guest::{self, Frontend, ShimLab};
 use netns_tests::lab::{bin_path, is_root, wait_until, Daemon, Lab, Ns, Topology};
+use netns_tests::measure::{cpu_seconds, percentile, rss_mib};
 use netns_tests::scenario::*;
 use serde_json::{json, Value};
 
@@ -256,17 +257,6 @@ fn median(v: &[f64]) -> Option<f64> {
     }
 }
 
-/// The `p` quantile by nearest rank over the finite values of `v` (p99 of 20 is the maximum).
-fn percentile(v: &[f64], p: f64) -> Option<f64> {
-    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if s.is_empty() {
-        return None;
-    }
-    s.sort_by(f64::total_cmp);
-    let i = ((s.len() - 1) as f64 * p).round() as usize;
-    s.get(i).copied()
-}
-
 fn p50_p99(v: &[f64]) -> Value {
     json!({"p50": round(percentile(v, 0.5)), "p99": round(percentile(v, 0.99)), "n": v.iter().filter(|x| x.is_finite()).count()})
 }
@@ -289,47 +279,6 @@ fn next_rand(state: &mut u64) -> u64 {
     *state ^= *state >> 7;
     *state ^= *state << 17;
     *state
-}
-
-/// The clock tick of /proc/PID/stat's times.
-#[allow(unsafe_code)]
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf reads a constant of the C library; no memory of ours is touched.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
-/// utime + stime of process `pid` (all its threads), in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // the command name is in parentheses and may hold spaces: fields start after the last ')'
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| other(format!("/proc/{pid}/stat: {stat:?}")))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is field 3 (state); utime is field 14, stime field 15
-    let tick = |i: usize| -> Result<f64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .ok_or_else(|| other(format!("/proc/{pid}/stat field {}: {stat:?}", i + 3)))
-    };
-    Ok((tick(11)? + tick(12)?) / clock_ticks())
-}
-
-/// VmRSS of `pid`, in MiB.
-fn rss_mib(pid: u32) -> Result<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|kib| kib / 1024.0)
-        .ok_or_else(|| other(format!("no VmRSS for pid {pid}")))
 }
 
 /// The first line a program prints for `args` (stdout, else stderr); "not found" if it cannot

@@ -50,6 +50,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use netns_tests::measure::cpu_seconds;
 use netns_tests::stream::splitmix64;
 use serde_json::{json, Value};
 
@@ -272,21 +273,6 @@ fn peer_pid(s: &UnixStream) -> Option<u32> {
     } else {
         None
     }
-}
-
-/// User + system CPU time of process `pid`, in seconds.
-#[allow(unsafe_code)]
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // the command name may hold spaces and parentheses; the fields follow the last ')'
-    let (_, after) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // fields 14 and 15 of proc(5); `after` starts at field 3
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf only reads its integer argument.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| (utime + stime) as f64 / hz as f64)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2585,7 +2571,7 @@ mod vhost_corpus {
         t.sent("tx_avail_index_jump", 1);
         t.expect("link.receive.queue_broken", 1);
         let pid = t.pid;
-        let cpu_before = pid.and_then(cpu_seconds);
+        let cpu_before = pid.and_then(|p| cpu_seconds(p).ok());
         let spin_started = now();
         let mut kicks = 0u64;
         while spin_started.elapsed() < Duration::from_secs(2) {
@@ -2594,7 +2580,7 @@ mod vhost_corpus {
             kicks += 2;
             thread::sleep(Duration::from_millis(1));
         }
-        let cpu_after = pid.and_then(cpu_seconds);
+        let cpu_after = pid.and_then(|p| cpu_seconds(p).ok());
         let cpu = cpu_before.zip(cpu_after).map(|(a, b)| b - a);
         t.sent("kicks_on_corrupt_queues", kicks);
         t.result(
