@@ -261,7 +261,7 @@ pub struct ClientStatus {
 /// counters, by name. Names follow the crate's unit rules (`backlog_bytes` is bytes,
 /// `connected` is 1 while a VMM is connected, the rest are counts).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GuestLink {
+pub struct GuestTransport {
     /// frames from the guest
     pub receive: Counts,
     /// frames to the guest
@@ -292,7 +292,7 @@ pub struct GuestStatus {
     /// guest frames dropped, by reason
     pub drops: Counts,
     /// the transport's counters
-    pub link: GuestLink,
+    pub link: GuestTransport,
 }
 
 /// A `vmm-shim`'s `status`: a client's, and its guest.
@@ -669,7 +669,7 @@ mod tests {
                 router_advertisements: 0,
                 neighbor_advertisements: 0,
                 drops: Counts::new(),
-                link: GuestLink {
+                link: GuestTransport {
                     receive: [("frames".to_owned(), 1)].into(),
                     send: Counts::new(),
                 },
