@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use control_proto::{Answer, Client, GatewayStatus, ProbesRefused, Status};
 use engine::gateway::{
     Gateway, GatewayClient, GatewayConfig as EngineGatewayConfig, GatewayEvent, ReturnPath,
 };
@@ -18,7 +19,6 @@ use tunnel::{Outcome, PeerConfig, PeerId};
 
 use crate::net;
 use crate::takeover::Takeover;
-use control_proto::{Answer, Client, GatewayStatus, ProbesRefused, Status};
 use runtime::config::GatewayConfig;
 use runtime::control::{self, Command};
 use runtime::metrics::{self, Exposition};

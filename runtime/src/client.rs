@@ -6,17 +6,16 @@
 use std::path::Path;
 
 use anyhow::Context as _;
+use control_proto::{
+    Answer, ClientStatus, Datacenter, FlowList, Health, KeeperStatus, LocalDrops, Reload, Steered,
+    SwitchEvent,
+};
 use engine::{DatacenterConfig, Engine, EngineConfig, Event};
 use probe::packet::ProbeTarget;
 use probe::PathHealth;
 use rand_core::RngCore as _;
 use sessionkeeper::{KeeperConfig, StableAddresses};
 use tunnel::{EndpointPolicy, TunnelConfig};
-
-use control_proto::{
-    Answer, ClientStatus, Datacenter, FlowList, Health, KeeperStatus, LocalDrops, Reload, Steered,
-    SwitchEvent,
-};
 
 use crate::config::{ClientConfig, Endpoint, ProbeKind};
 use crate::control::{self, Command};

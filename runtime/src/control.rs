@@ -9,8 +9,8 @@
 //! Who may ask, checked with `SO_PEERCRED` on every connection (one request per connection, so
 //! the credentials are the requester's at request time): root and the daemon's own uid may do
 //! everything; with `control_group` set, processes whose group is that group may read (status,
-//! tunnels, flows, events, clients) but not steer. The socket is 0600, or 0660 owned by the
-//! control group. Requests are bounded: 4 KiB, 2 s, 16 connections at once (more are closed at
+//! tunnels, flows, events, clients, metrics) but not steer. The socket is 0600, or 0660 owned by
+//! the control group. Requests are bounded: 4 KiB, 2 s, 16 connections at once (more are closed at
 //! once). Nothing in a request is ever executed or used as a path; no key is ever returned.
 
 use std::path::{Path, PathBuf};
