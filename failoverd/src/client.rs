@@ -107,7 +107,7 @@ impl LocalLink for TunLink {
         }
     }
 
-    fn reload(&mut self, engine: &mut Engine, running: &mut ClientConfig) -> serde_json::Value {
+    fn reload(&mut self, engine: &mut Engine, running: &mut ClientConfig) -> control_proto::Answer {
         client::reload(&self.path, engine, running)
     }
 

@@ -9,11 +9,11 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use control_proto::{Answer, Client, GatewayStatus, ProbesRefused, Status};
 use engine::gateway::{
     Gateway, GatewayClient, GatewayConfig as EngineGatewayConfig, GatewayEvent, ReturnPath,
 };
 use engine::Batch;
-use serde_json::json;
 use tokio::sync::mpsc;
 use tunnel::{Outcome, PeerConfig, PeerId};
 
@@ -24,7 +24,7 @@ use runtime::control::{self, Command};
 use runtime::metrics::{self, Exposition};
 use runtime::notify::Notifier;
 use runtime::underlay;
-use runtime::{clock, drops_json, privileges, Shutdown, SignalRequest, BUFFER_LEN};
+use runtime::{clock, drop_counts, privileges, Shutdown, SignalRequest, BUFFER_LEN};
 
 /// Datagrams handed out per `poll_transmit` call.
 const BATCH: usize = 16;
@@ -93,12 +93,12 @@ fn reload(
     gateway: &mut Gateway,
     names: &mut Vec<String>,
     claimable: &mut Vec<Vec<IpAddr>>,
-) -> serde_json::Value {
+) -> Answer {
     let new = match GatewayConfig::load(path) {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!("reload refused: {e}");
-            return control::error(&format!("{e}\n(the running configuration stays)"));
+            return Answer::error(format!("{e}\n(the running configuration stays)"));
         }
     };
     if let Some(what) = restart_needed(running, &new) {
@@ -106,11 +106,11 @@ fn reload(
             "{what} changed: restart the gateway to apply it; the running configuration stays"
         );
         tracing::warn!("reload refused: {e}");
-        return control::error(&e);
+        return Answer::error(e);
     }
     let report = match gateway.reconfigure(engine_clients(&new)) {
         Ok(r) => r,
-        Err(e) => return control::error(&format!("{e}; the running configuration stays")),
+        Err(e) => return Answer::error(format!("{e}; the running configuration stays")),
     };
     let named = |names: &Vec<String>, ids: &[PeerId]| -> Vec<String> {
         ids.iter()
@@ -142,7 +142,12 @@ fn reload(
         "configuration reloaded"
     );
     *running = new;
-    json!({"v": 1, "ok": true, "added": added, "removed": removed, "unchanged": unchanged, "changed": []})
+    Answer::Reload(control_proto::Reload {
+        added,
+        removed,
+        changed: Vec::new(),
+        unchanged,
+    })
 }
 
 /// Runs the gateway until SIGTERM or SIGINT; SIGHUP reloads its client list from `path`.
@@ -280,11 +285,11 @@ pub async fn run(
             () = clock::sleep_until(deadline) => gateway.handle_timeout(clock::now()),
             Some(request) = control_rx.recv() => {
                 let answer = match request.command {
-                    Command::Status => status(&gateway, &names, &counters),
-                    Command::Clients => json!({"v": 1, "ok": true, "clients": client_list(&gateway, &names)}),
-                    Command::Metrics => json!({"v": 1, "ok": true, "text": metrics(&gateway, &names, &counters).render()}),
+                    Command::Status => Answer::from(Status::Gateway(status(&gateway, &names, &counters))),
+                    Command::Clients => Answer::Clients(control_proto::ClientList { clients: client_list(&gateway, &names) }),
+                    Command::Metrics => Answer::Metrics(control_proto::Metrics { text: metrics(&gateway, &names, &counters).render() }),
                     Command::Reload => reload(&path, &mut config, &mut gateway, &mut names, &mut claimable),
-                    _ => control::error("this is a gateway: it answers status, clients, metrics"),
+                    _ => Answer::error("this is a gateway: it answers status, clients, metrics, reload"),
                 };
                 let _ = request.reply.send(answer);
             }
@@ -490,7 +495,7 @@ fn metrics(gateway: &Gateway, names: &[String], counters: &Counters) -> Expositi
     e
 }
 
-fn client_list(gateway: &Gateway, names: &[String]) -> Vec<serde_json::Value> {
+fn client_list(gateway: &Gateway, names: &[String]) -> Vec<Client> {
     let responder = gateway.responder();
     let now = clock::now();
     responder
@@ -498,41 +503,47 @@ fn client_list(gateway: &Gateway, names: &[String]) -> Vec<serde_json::Value> {
         .filter_map(|id| responder.peer(id).map(|t| (id, t)))
         .map(|(id, t)| {
             let stats = t.stats();
-            json!({
-                "name": names.get(id.0),
-                "endpoint": t.endpoint().map(|e| e.to_string()),
-                "established": t.is_established(),
-                "claimed": gateway.claimed(id),
-                "last_probe_ms_ago": gateway.last_probe(id).map(|p| now.saturating_duration_since(p).as_millis() as u64),
-                "tx_bytes": stats.tx_bytes,
-                "rx_bytes": stats.rx_bytes,
-                "handshakes": stats.handshakes,
-                "allowed_ips": t.allowed_ips().prefixes().iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "drops": drops_json(&stats.drops),
-            })
+            Client {
+                name: names.get(id.0).cloned().unwrap_or_default(),
+                endpoint: t.endpoint(),
+                established: t.is_established(),
+                claimed: gateway.claimed(id),
+                last_probe_ms_ago: gateway.last_probe(id).map(|p| {
+                    u64::try_from(now.saturating_duration_since(p).as_millis()).unwrap_or(u64::MAX)
+                }),
+                tx_bytes: stats.tx_bytes,
+                rx_bytes: stats.rx_bytes,
+                handshakes: stats.handshakes,
+                allowed_ips: t
+                    .allowed_ips()
+                    .prefixes()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                drops: drop_counts(&stats.drops),
+            }
         })
         .collect()
 }
 
-fn status(gateway: &Gateway, names: &[String], counters: &Counters) -> serde_json::Value {
+fn status(gateway: &Gateway, names: &[String], counters: &Counters) -> GatewayStatus {
     let responder = gateway.responder();
-    let clients = client_list(gateway, names);
     let refusals = gateway.refusals();
-    json!({
-        "v": 1,
-        "ok": true,
-        "mode": "gateway",
-        "public_key": responder.public_key().to_string(),
-        "clients": clients,
-        "port_drops": drops_json(responder.port_drops()),
-        "tun_drops": drops_json(gateway.inside_drops()),
-        "probes_answered": gateway.probes_answered(),
-        "probes_refused": {"malformed": refusals.malformed, "not_request": refusals.not_request},
-        "probes_stale": refusals.stale,
-        "claims": counters.claims,
-        "releases": counters.releases,
-        "claim_errors": counters.claim_errors,
-        "datagrams_received": counters.datagrams,
-        "send_errors": counters.send_errors,
-    })
+    GatewayStatus {
+        public_key: responder.public_key().to_string(),
+        clients: client_list(gateway, names),
+        port_drops: drop_counts(responder.port_drops()),
+        tun_drops: drop_counts(gateway.inside_drops()),
+        probes_answered: gateway.probes_answered(),
+        probes_refused: ProbesRefused {
+            malformed: refusals.malformed,
+            not_request: refusals.not_request,
+        },
+        probes_stale: refusals.stale,
+        claims: counters.claims,
+        releases: counters.releases,
+        claim_errors: counters.claim_errors,
+        datagrams_received: counters.datagrams,
+        send_errors: counters.send_errors,
+    }
 }

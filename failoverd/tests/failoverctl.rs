@@ -17,6 +17,11 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use control_proto::{
+    Answer, Client, ClientList, ClientStatus, Counts, Datacenter, EventList, FailMode, Flow,
+    FlowList, GatewayStatus, Health, KeeperStatus, LocalDrops, Metrics, ProbesRefused,
+    RoamingStatus, Status, Steered, SwitchEvent, TunnelList,
+};
 use serde_json::{json, Value};
 
 mod common;
@@ -68,67 +73,152 @@ fn daemon(name: &str, behaviour: Behaviour) -> Daemon {
     }
 }
 
-fn status() -> Value {
-    json!({
-        "v": 1, "ok": true, "mode": "client", "active": "dc1",
-        "stable_address": ["100.96.0.2"],
-        "datacenters": [
-            {"name": "dc1", "endpoint": "198.18.0.11:51820", "active": true, "established": true,
-             "health": "up", "srtt_ms": 1.2, "loss": 0.0, "tx_bytes": 2048, "rx_bytes": 4096,
-             "handshakes": 1, "since_last_handshake_ms": 12000, "drained": false},
-            {"name": "dc2", "endpoint": "198.18.0.12:51820", "active": false, "established": true,
-             "health": "suspect", "srtt_ms": 80.5, "loss": 0.1, "tx_bytes": 0, "rx_bytes": 0,
-             "handshakes": 1, "since_last_handshake_ms": 100000, "drained": false}
-        ],
-        "switches": [{"unix_ms": 1_735_787_045_678u64, "from": "dc2", "to": "dc1",
-                      "reason": "failback", "detection_ms": null}],
-        "sessionkeeper": {"flows": 3, "flow_table_size": 65536}
+fn datacenter(name: &str, active: bool, health: Health) -> Datacenter {
+    Datacenter {
+        name: name.into(),
+        endpoint: Some(format!("198.18.0.1{}:51820", &name[2..]).parse().unwrap()),
+        active,
+        drained: false,
+        suppressed: false,
+        established: true,
+        health,
+        rtt_ms: None,
+        loss: None,
+        last_handshake_ms_ago: None,
+        tx_bytes: 0,
+        rx_bytes: 0,
+        handshakes: 1,
+        probes_sent: 10,
+        probe_replies: 10,
+        probe_replies_refused: 0,
+        flaps: 0,
+        drops: Counts::new(),
+    }
+}
+
+/// The typed answer as the daemon writes it.
+fn line(answer: Answer) -> String {
+    answer.to_line()
+}
+
+fn client_status() -> Status {
+    let mut dc1 = datacenter("dc1", true, Health::Up);
+    (dc1.rtt_ms, dc1.loss, dc1.last_handshake_ms_ago) = (Some(1.2), Some(0.0), Some(12_000));
+    (dc1.tx_bytes, dc1.rx_bytes) = (2048, 4096);
+    let mut dc2 = datacenter("dc2", false, Health::Suspect);
+    (dc2.rtt_ms, dc2.loss, dc2.last_handshake_ms_ago) = (Some(80.5), Some(0.1), Some(100_000));
+    dc2.probe_replies = 9;
+    Status::Client(ClientStatus {
+        active: "dc1".into(),
+        stable_address: vec!["100.96.0.2".parse().unwrap()],
+        datacenters: vec![dc1, dc2],
+        fail_mode: FailMode::Closed,
+        local_drops: LocalDrops {
+            source_not_local: 0,
+            malformed: Counts::new(),
+        },
+        inbound_not_for_us: 0,
+        sessionkeeper: KeeperStatus {
+            flows: 3,
+            flow_table_size: 65536,
+            flow_memory_bytes: 0,
+            flows_created: 3,
+            flows_expired: 0,
+            flows_evicted_probation: 0,
+            flows_evicted_protected: 0,
+            mss_clamped: 0,
+            quoted_rewritten: 0,
+            udp6_zero_checksum: 0,
+            recoveries: 0,
+            recovery_segments: 0,
+            recovery_acks: 0,
+            recovery_over_budget: 0,
+        },
+        underlay_drops: Counts::new(),
+        probe_replies_malformed: 0,
+        switches: vec![SwitchEvent {
+            unix_ms: 1_735_787_045_678,
+            from: "dc2".into(),
+            to: "dc1".into(),
+            reason: "failback".into(),
+            detection_ms: None,
+            stall_ms: None,
+        }],
+        send_errors: 0,
+        roaming: RoamingStatus {
+            names: Vec::new(),
+            resumes: 0,
+            network_changes: 0,
+        },
     })
 }
 
-fn tunnels() -> Value {
-    json!([
-        {"name": "dc1", "endpoint": "198.18.0.11:51820", "active": true, "drained": false,
-         "state": "up", "established": true, "rtt_ms": 61.2, "loss": 0.0, "last_handshake_s": 12,
-         "tx_bytes": 1, "rx_bytes": 2, "handshakes": 1, "probes_sent": 10, "probe_replies": 10},
-        {"name": "dc2", "endpoint": "198.18.0.12:51820", "active": false, "drained": false,
-         "state": "down", "established": false, "rtt_ms": null, "loss": null,
-         "last_handshake_s": null, "tx_bytes": 0, "rx_bytes": 0, "handshakes": 0,
-         "probes_sent": 10, "probe_replies": 0},
-        {"name": "dc3", "endpoint": "198.18.0.13:51820", "active": false, "drained": true,
-         "state": "up", "established": true, "rtt_ms": 20.0, "loss": 0.0, "last_handshake_s": 3,
-         "tx_bytes": 0, "rx_bytes": 0, "handshakes": 1, "probes_sent": 10, "probe_replies": 10}
-    ])
+fn tunnels() -> Vec<Datacenter> {
+    let mut dc1 = datacenter("dc1", true, Health::Up);
+    (dc1.rtt_ms, dc1.loss, dc1.last_handshake_ms_ago) = (Some(61.2), Some(0.0), Some(12_000));
+    (dc1.tx_bytes, dc1.rx_bytes) = (1, 2);
+    let mut dc2 = datacenter("dc2", false, Health::Down);
+    (dc2.established, dc2.handshakes, dc2.probe_replies) = (false, 0, 0);
+    let mut dc3 = datacenter("dc3", false, Health::Up);
+    (dc3.rtt_ms, dc3.loss, dc3.last_handshake_ms_ago) = (Some(20.0), Some(0.0), Some(3_000));
+    dc3.drained = true;
+    vec![dc1, dc2, dc3]
 }
 
-/// A client daemon speaking the extended protocol.
+/// A client daemon: typed answers, as failoverd writes them.
 fn client_daemon(name: &str) -> Daemon {
     daemon(
         name,
-        Box::new(|line| {
-            let request: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+        Box::new(|request| {
+            let request: Value = serde_json::from_str(request).unwrap_or(Value::Null);
             let dc = request["datacenter"].as_str().unwrap_or("");
             let answer = match request["cmd"].as_str().unwrap_or("") {
-                "status" => status(),
-                "tunnels" => json!({"v": 1, "ok": true, "tunnels": tunnels()}),
-                "flows" => json!({"v": 1, "ok": true, "total": 123, "flows": [
-                    {"protocol": "tcp", "remote": "198.19.0.100", "remote_port": 5201,
-                     "local_port": 40000, "tunnel": "dc1", "age_s": 3.5, "idle_s": 0.01,
-                     "packets_out": 10, "packets_in": 12, "state": "established"}]}),
-                "events" => json!({"v": 1, "ok": true, "events": [
-                    {"unix_ms": 1_735_787_045_678u64, "from": "dc1", "to": "dc2",
-                     "reason": "probe_timeout", "detection_ms": 82.0, "stall_ms": 95.0}]}),
+                "status" => Answer::from(client_status()),
+                "tunnels" => Answer::Tunnels(TunnelList { tunnels: tunnels() }),
+                "flows" => Answer::Flows(FlowList {
+                    total: 123,
+                    flows: vec![Flow {
+                        protocol: "tcp".into(),
+                        remote: "198.19.0.100".parse().unwrap(),
+                        remote_port: 5201,
+                        local_port: 40000,
+                        tunnel: "dc1".into(),
+                        age_ms: 3500,
+                        idle_ms: 10,
+                        packets_out: 10,
+                        packets_in: 12,
+                        state: "established".into(),
+                    }],
+                }),
+                "events" => Answer::Events(EventList {
+                    events: vec![SwitchEvent {
+                        unix_ms: 1_735_787_045_678,
+                        from: "dc1".into(),
+                        to: "dc2".into(),
+                        reason: "probe_timeout".into(),
+                        detection_ms: Some(82.0),
+                        stall_ms: Some(95.0),
+                    }],
+                }),
                 "switch" | "drain" | "undrain" if dc == "dc1" || dc == "dc2" => {
-                    json!({"v": 1, "ok": true, "active": "dc2"})
+                    Answer::Steered(Steered {
+                        active: "dc2".into(),
+                    })
                 }
-                "switch" | "drain" | "undrain" => json!({"v": 1, "ok": false,
-                    "error": format!("no datacenter '{dc}'; configured: dc1, dc2, dc3")}),
-                "reload" => json!({"v": 1, "ok": false,
-                    "error": "/etc/failoverd/client.toml: datacenter[1].endpoint: '198.18.0.12' has no port\n  fix: write it as host:port"}),
-                _ => json!({"v": 1, "ok": false,
-                    "error": "unknown command; known: status, tunnels, flows, events, switch, drain, undrain, reload"}),
+                "switch" | "drain" | "undrain" => Answer::error(format!(
+                    "no datacenter '{dc}'; configured: dc1, dc2, dc3"
+                )),
+                "reload" => Answer::error(
+                    "/etc/failoverd/client.toml: datacenter[1].endpoint: '198.18.0.12' has no port\n  fix: write it as host:port",
+                ),
+                "metrics" => Answer::Metrics(Metrics {
+                    text: "# TYPE failoverd_flows gauge\nfailoverd_flows 3\n".into(),
+                }),
+                _ => Answer::error(
+                    "unknown command; known: status, tunnels, flows, events, switch, drain, undrain, reload",
+                ),
             };
-            Some(format!("{answer}\n"))
+            Some(line(answer))
         }),
     )
 }
@@ -182,27 +272,32 @@ fn status_for_people_and_programs() {
     assert!(out.contains("flows:           3 (table 65536)\n"), "{out}");
     assert!(
         out.contains(
-            "\n   NAME  STATE    ENDPOINT               RTT   LOSS  HANDSHAKE       RX       TX\n"
+            "\n   NAME  HEALTH   ENDPOINT               RTT   LOSS  HANDSHAKE       RX       TX  PROBES\n"
         ),
         "{out}"
     );
     assert!(
         out.contains(
-            "\n*  dc1   up       198.18.0.11:51820   1.2 ms   0.0%    12s ago  4.0 KiB  2.0 KiB\n"
+            "\n*  dc1   up       198.18.0.11:51820   1.2 ms   0.0%    12s ago  4.0 KiB  2.0 KiB   10/10\n"
         ),
         "{out}"
     );
     assert!(
         out.contains(
-            "\n   dc2   suspect  198.18.0.12:51820  80.5 ms  10.0%  1m40s ago      0 B      0 B\n"
+            "\n   dc2   suspect  198.18.0.12:51820  80.5 ms  10.0%  1m40s ago      0 B      0 B    9/10\n"
         ),
         "{out}"
     );
     let json: Value = serde_json::from_str(&ok(&ctl_at(&d, &["status", "--json"]))).unwrap();
-    let mut expected = status();
+    let mut expected = Answer::from(client_status()).to_value();
     expected.as_object_mut().unwrap().remove("v");
     expected.as_object_mut().unwrap().remove("ok");
     assert_eq!(json, expected);
+    // what --json prints is the typed answer
+    assert_eq!(
+        serde_json::from_value::<Status>(json).unwrap(),
+        client_status()
+    );
     let json: Value = serde_json::from_str(&ok(&ctl_at(
         &d,
         &[
@@ -231,14 +326,14 @@ fn tunnels_where_and_fields() {
     let out = ok(&ctl_at(&d, &["tunnels"]));
     assert_eq!(
         out,
-        "   NAME  STATE         ENDPOINT               RTT  LOSS  HANDSHAKE   RX   TX  PROBES\n\
+        "   NAME  HEALTH        ENDPOINT               RTT  LOSS  HANDSHAKE   RX   TX  PROBES\n\
          *  dc1   up            198.18.0.11:51820  61.2 ms  0.0%    12s ago  2 B  1 B   10/10\n   \
             dc2   down          198.18.0.12:51820        -     -      never  0 B  0 B    0/10\n   \
             dc3   up (drained)  198.18.0.13:51820  20.0 ms  0.0%     3s ago  0 B  0 B   10/10\n"
     );
     let json: Value = serde_json::from_str(&ok(&ctl_at(&d, &["tunnels", "--json"]))).unwrap();
-    assert_eq!(json, tunnels());
-    let filter = "rtt_ms > 50 && state == \"up\"";
+    assert_eq!(json, serde_json::to_value(tunnels()).unwrap());
+    let filter = "rtt_ms > 50 && health == \"up\"";
     let out = ok(&ctl_at(
         &d,
         &["tunnels", "--where", filter, "--fields", "name,rtt_ms"],
@@ -263,7 +358,7 @@ fn tunnels_where_and_fields() {
         &d,
         &[
             "tunnels",
-            "--where=!drained && (state == \"down\" || rtt_ms < 30)",
+            "--where=!drained && (health == \"down\" || rtt_ms < 30)",
             "--fields=name",
         ],
     ));
@@ -350,18 +445,42 @@ fn gateway_clients() {
     let d = daemon(
         "gateway",
         Box::new(|line| {
-            let client = json!({"name": "laptop", "endpoint": "203.0.113.5:40000",
-                "established": true, "claimed": false, "last_probe_ms_ago": 2500,
-                "tx_bytes": 10, "rx_bytes": 20, "handshakes": 3,
-                "allowed_ips": ["100.96.0.2/32"]});
+            let client = Client {
+                name: "laptop".into(),
+                endpoint: Some("203.0.113.5:40000".parse().unwrap()),
+                established: true,
+                claimed: false,
+                last_probe_ms_ago: Some(2500),
+                tx_bytes: 10,
+                rx_bytes: 20,
+                handshakes: 3,
+                allowed_ips: vec!["100.96.0.2/32".into()],
+                drops: Counts::new(),
+            };
             Some(if line.contains("\"clients\"") {
-                format!("{}\n", json!({"v": 1, "ok": true, "clients": [client]}))
+                Answer::Clients(ClientList {
+                    clients: vec![client],
+                })
+                .to_line()
             } else {
-                format!(
-                    "{}\n",
-                    json!({"v": 1, "ok": true, "mode": "gateway",
-                    "public_key": "PUB=", "clients": [client], "probes_answered": 1})
-                )
+                Answer::from(Status::Gateway(GatewayStatus {
+                    public_key: "PUB=".into(),
+                    clients: vec![client],
+                    port_drops: Counts::new(),
+                    tun_drops: Counts::new(),
+                    probes_answered: 1,
+                    probes_refused: ProbesRefused {
+                        malformed: 0,
+                        not_request: 0,
+                    },
+                    probes_stale: 0,
+                    claims: 0,
+                    releases: 0,
+                    claim_errors: 0,
+                    datagrams_received: 4,
+                    send_errors: 0,
+                }))
+                .to_line()
             })
         }),
     );
@@ -379,6 +498,50 @@ fn gateway_clients() {
         "{out}"
     );
     assert!(out.contains("\nlaptop  203.0.113.5:40000"), "{out}");
+}
+
+#[test]
+fn metrics_as_text_and_json() {
+    let d = client_daemon("metrics");
+    assert_eq!(
+        ok(&ctl_at(&d, &["metrics"])),
+        "# TYPE failoverd_flows gauge\nfailoverd_flows 3\n"
+    );
+    let json: Value = serde_json::from_str(&ok(&ctl_at(&d, &["metrics", "--json"]))).unwrap();
+    assert_eq!(
+        json,
+        json!({"text": "# TYPE failoverd_flows gauge\nfailoverd_flows 3\n"})
+    );
+    assert_eq!(
+        d.requests.lock().unwrap()[0],
+        json!({"v": 1, "cmd": "metrics"})
+    );
+}
+
+#[test]
+fn an_answer_of_another_version_is_refused_not_guessed() {
+    // the names before control-proto: tunnels said state and last_handshake_s
+    let d = daemon(
+        "old",
+        Box::new(|_| {
+            Some(
+                "{\"v\":1,\"ok\":true,\"tunnels\":[{\"name\":\"dc1\",\"state\":\"up\",\"rtt_ms\":1.0,\"last_handshake_s\":3}]}\n"
+                    .into(),
+            )
+        }),
+    );
+    let err = fails(&ctl_at(&d, &["tunnels"]), 1);
+    assert!(
+        err.contains("does not match this failoverctl's protocol")
+            && err.contains("another version"),
+        "{err}"
+    );
+    let d = daemon(
+        "v2",
+        Box::new(|_| Some("{\"v\":2,\"ok\":true,\"active\":\"dc1\"}\n".into())),
+    );
+    let err = fails(&ctl_at(&d, &["switch", "dc1"]), 1);
+    assert!(err.contains("control protocol v2"), "{err}");
 }
 
 #[test]

@@ -122,65 +122,59 @@ impl Running {
         control(&self.control, request)
     }
 
+    /// A client's (or vmm-shim's) status, read into its `control-proto` type: an answer that
+    /// does not fit is an error, so a renamed field fails here rather than reading as absent.
+    pub fn client_status(&self) -> Result<control_proto::ClientStatus> {
+        let answer = self.status()?;
+        match control_proto::decode::<control_proto::Status>(answer) {
+            Ok(control_proto::Status::Client(c)) => Ok(c),
+            Ok(control_proto::Status::Shim(s)) => Ok(s.client),
+            Ok(control_proto::Status::Gateway(_)) => Err(other("a gateway has no client status")),
+            Err(e) => Err(other(format!("status: {e}"))),
+        }
+    }
+
     /// Waits until every tunnel of a client (or vmm-shim) is established.
     pub fn wait_established(&self) -> Result<()> {
         wait_until(
             Duration::from_secs(15),
             "every client tunnel established",
             || {
-                self.status().ok().and_then(|s| {
-                    s.get("datacenters").and_then(|d| d.as_array()).map(|dcs| {
-                        dcs.iter()
-                            .all(|d| d.get("established") == Some(&serde_json::Value::Bool(true)))
-                    })
-                }) == Some(true)
+                self.client_status()
+                    .is_ok_and(|s| s.datacenters.iter().all(|d| d.established))
             },
         )
     }
 
     /// A client's (or vmm-shim's) switch log.
     pub fn switches(&self) -> Result<Vec<SwitchRecord>> {
-        let s = self.status()?;
-        let text = |e: &serde_json::Value, k: &str| {
-            e.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned()
-        };
-        Ok(s.get("switches")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .map(|e| SwitchRecord {
-                        unix_ms: e.get("unix_ms").and_then(|v| v.as_u64()).unwrap_or(0),
-                        from: text(e, "from"),
-                        to: text(e, "to"),
-                        reason: text(e, "reason"),
-                        detection_ms: e.get("detection_ms").and_then(|v| v.as_f64()),
-                    })
-                    .collect()
+        Ok(self
+            .client_status()?
+            .switches
+            .into_iter()
+            .map(|e| SwitchRecord {
+                unix_ms: e.unix_ms,
+                from: e.from,
+                to: e.to,
+                reason: e.reason,
+                detection_ms: e.detection_ms,
             })
-            .unwrap_or_default())
+            .collect())
     }
 
     /// The client's active datacenter.
     pub fn active(&self) -> Result<String> {
-        Ok(self
-            .status()?
-            .get("active")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_owned())
+        Ok(self.client_status()?.active)
     }
 
     /// Bytes the client has received through all its tunnels.
     pub fn rx_bytes(&self) -> Result<u64> {
-        let s = self.status()?;
-        Ok(s.get("datacenters")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|d| d.get("rx_bytes").and_then(|v| v.as_u64()))
-                    .sum()
-            })
-            .unwrap_or(0))
+        Ok(self
+            .client_status()?
+            .datacenters
+            .iter()
+            .map(|d| d.rx_bytes)
+            .sum())
     }
 
     /// Waits until `bytes` more have arrived through the client's tunnels (a stream is flowing).
@@ -1095,16 +1089,13 @@ pub fn restart_gateway(lab: &Lab, ns: &Ns, old: &Running, daemon_name: &str) -> 
 /// empty if unknown).
 pub fn dc_health(client: &Running, dc: &str) -> String {
     client
-        .status()
+        .client_status()
         .ok()
         .and_then(|s| {
-            s.get("datacenters")?
-                .as_array()?
+            s.datacenters
                 .iter()
-                .find(|d| d.get("name").and_then(|n| n.as_str()) == Some(dc))?
-                .get("health")?
-                .as_str()
-                .map(str::to_owned)
+                .find(|d| d.name == dc)
+                .map(|d| d.health.label().to_owned())
         })
         .unwrap_or_default()
 }

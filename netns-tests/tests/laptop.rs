@@ -718,7 +718,7 @@ fn all_datacenters_down_fail_closed_then_recover() {
             .any(|r| r.starts_with("blackhole 198.19.0.0/16")),
         "fail-closed routes in place: {blackholes:?}"
     );
-    let rtt_ms = dc(&s, "dc2")["srtt_ms"].as_f64().unwrap_or(0.0);
+    let rtt_ms = dc(&s, "dc2")["rtt_ms"].as_f64().unwrap_or(0.0);
     let leak = NftCounter::leaks(&fl.lab, &fl.topo.client, "up0", "198.19.0.0/16").unwrap();
     let dc1 = fl.dc(1).unwrap().clone();
     let dc2 = fl.dc(2).unwrap().clone();

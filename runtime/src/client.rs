@@ -6,15 +6,18 @@
 use std::path::Path;
 
 use anyhow::Context as _;
+use control_proto::{
+    Answer, ClientStatus, Datacenter, FlowList, Health, KeeperStatus, LocalDrops, Reload, Steered,
+    SwitchEvent,
+};
 use engine::{DatacenterConfig, Engine, EngineConfig, Event, Probe, StableAddresses};
 use probe::PathHealth;
 use rand_core::RngCore as _;
-use serde_json::json;
 
 use crate::config::{ClientConfig, Endpoint, ProbeKind};
 use crate::control::{self, Command};
 use crate::metrics::Exposition;
-use crate::{clock, drops_json, privileges};
+use crate::{clock, drop_counts, privileges};
 
 /// The engine's configuration from a client configuration file (the randomness the engine
 /// has none of — probe nonces, ICMP identifiers — comes from the seed drawn here).
@@ -90,13 +93,13 @@ pub fn apply_reload(
     running: &mut ClientConfig,
     new: ClientConfig,
     restart_only: impl Fn(&ClientConfig, &ClientConfig) -> Option<&'static str>,
-) -> serde_json::Value {
+) -> Answer {
     if let Some(what) = restart_only(running, &new) {
         let e = format!(
             "{what} changed: restart the daemon to apply it; the running configuration stays"
         );
         tracing::warn!("reload refused: {e}");
-        return control::error(&e);
+        return Answer::error(e);
     }
     match engine.reconfigure(engine_config(&new), clock::now()) {
         Ok(r) => {
@@ -108,23 +111,27 @@ pub fn apply_reload(
                 "configuration reloaded"
             );
             *running = new;
-            json!({"v": 1, "ok": true, "added": r.added, "removed": r.removed,
-                   "changed": r.changed, "unchanged": r.unchanged})
+            Answer::Reload(Reload {
+                added: r.added,
+                removed: r.removed,
+                changed: r.changed,
+                unchanged: r.unchanged,
+            })
         }
         Err(e) => {
             tracing::warn!("reload refused: {e}");
-            control::error(&format!("{e}; the running configuration stays"))
+            Answer::error(format!("{e}; the running configuration stays"))
         }
     }
 }
 
 /// Re-reads the client configuration at `path` and applies it.
-pub fn reload(path: &Path, engine: &mut Engine, running: &mut ClientConfig) -> serde_json::Value {
+pub fn reload(path: &Path, engine: &mut Engine, running: &mut ClientConfig) -> Answer {
     match ClientConfig::load(path) {
         Ok(new) => apply_reload(engine, running, new, restart_needed),
         Err(e) => {
             tracing::warn!("reload refused: {e}");
-            control::error(&format!("{e}\n(the running configuration stays)"))
+            Answer::error(format!("{e}\n(the running configuration stays)"))
         }
     }
 }
@@ -168,45 +175,52 @@ pub fn status_line(engine: &Engine) -> String {
 }
 
 /// The answer to an operator command other than status, reload and metrics.
-pub fn operate(engine: &mut Engine, command: &Command) -> serde_json::Value {
+pub fn operate(engine: &mut Engine, command: &Command) -> Answer {
     let now = clock::now();
     let find = |engine: &Engine, name: &str| {
         engine
             .find(name)
-            .ok_or_else(|| control::error(&format!("no datacenter named '{name}'")))
+            .ok_or_else(|| Answer::error(format!("no datacenter named '{name}'")))
     };
     let steered =
         |engine: &Engine, r: Result<(), engine::OperatorError>, what: &str, name: &str| match r {
             Ok(()) => {
                 tracing::warn!(datacenter = name, "operator: {what}");
-                json!({"v": 1, "ok": true, "active": engine.name(engine.active())})
+                Answer::Steered(Steered {
+                    active: engine.name(engine.active()).to_owned(),
+                })
             }
-            Err(e) => control::error(&format!("{name}: {e}")),
+            Err(e) => Answer::error(format!("{name}: {e}")),
         };
     match command {
-        Command::Tunnels => json!({"v": 1, "ok": true, "tunnels": tunnels(engine)}),
+        Command::Tunnels => Answer::Tunnels(control_proto::TunnelList {
+            tunnels: datacenters(engine),
+        }),
         Command::Flows { limit } => {
-            let flows: Vec<_> = engine
+            let flows = engine
                 .flow_list(now, *limit)
                 .into_iter()
-                .map(|f| {
-                    json!({
-                        "protocol": protocol_name(f.protocol),
-                        "remote": f.remote.to_string(),
-                        "remote_port": f.remote_port,
-                        "local_port": f.local_port,
-                        "tunnel": engine.name(f.tunnel),
-                        "age_s": f.age.as_secs_f64(),
-                        "idle_s": f.idle.as_secs_f64(),
-                        "packets_out": f.packets_out,
-                        "packets_in": f.packets_in,
-                        "state": f.state,
-                    })
+                .map(|f| control_proto::Flow {
+                    protocol: protocol_name(f.protocol),
+                    remote: f.remote,
+                    remote_port: f.remote_port,
+                    local_port: f.local_port,
+                    tunnel: engine.name(f.tunnel).to_owned(),
+                    age_ms: millis(f.age),
+                    idle_ms: millis(f.idle),
+                    packets_out: f.packets_out,
+                    packets_in: f.packets_in,
+                    state: f.state.to_owned(),
                 })
                 .collect();
-            json!({"v": 1, "ok": true, "total": engine.flows().0, "flows": flows})
+            Answer::Flows(FlowList {
+                total: engine.flows().0 as u64,
+                flows,
+            })
         }
-        Command::Events => json!({"v": 1, "ok": true, "events": switch_records(engine)}),
+        Command::Events => Answer::Events(control_proto::EventList {
+            events: switch_records(engine),
+        }),
         Command::Switch(name) => match find(engine, name) {
             Ok(dc) => {
                 let r = engine.switch_to(now, dc);
@@ -228,9 +242,9 @@ pub fn operate(engine: &mut Engine, command: &Command) -> serde_json::Value {
             }
             Err(e) => e,
         },
-        Command::Clients => control::error("clients: this is a client; a gateway answers it"),
+        Command::Clients => Answer::error("clients: this is a client; a gateway answers it"),
         Command::Status | Command::Reload | Command::Metrics => {
-            control::error("internal: answered by the loop")
+            Answer::error("internal: answered by the loop")
         }
     }
 }
@@ -245,27 +259,50 @@ fn protocol_name(p: u8) -> String {
     }
 }
 
-fn tunnels(engine: &Engine) -> Vec<serde_json::Value> {
+/// Whole milliseconds, for the `_ms` fields that count them.
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds with their fraction, for the `_ms` fields measured finer (RTT, detection,
+/// stall).
+fn fractional_millis(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn health(h: PathHealth) -> Health {
+    match h {
+        PathHealth::Up => Health::Up,
+        PathHealth::Suspect => Health::Suspect,
+        PathHealth::Down => Health::Down,
+        PathHealth::Recovering => Health::Recovering,
+    }
+}
+
+/// Every datacenter and its tunnel: the items of `status` and of `tunnels`.
+fn datacenters(engine: &Engine) -> Vec<Datacenter> {
     engine
         .status()
         .into_iter()
-        .map(|d| {
-            json!({
-                "name": d.name,
-                "endpoint": d.endpoint.map(|e| e.to_string()),
-                "active": d.active,
-                "drained": d.drained,
-                "state": d.health.label(),
-                "established": d.established,
-                "rtt_ms": d.srtt.map(|t| t.as_secs_f64() * 1e3),
-                "loss": d.loss,
-                "last_handshake_s": d.stats.since_last_handshake.map(|t| t.as_secs()),
-                "tx_bytes": d.stats.tx_bytes,
-                "rx_bytes": d.stats.rx_bytes,
-                "handshakes": d.stats.handshakes,
-                "probes_sent": d.probes.sent,
-                "probe_replies": d.probes.replies,
-            })
+        .map(|d| Datacenter {
+            endpoint: d.endpoint,
+            active: d.active,
+            drained: d.drained,
+            suppressed: d.suppressed,
+            established: d.established,
+            health: health(d.health),
+            rtt_ms: d.srtt.map(fractional_millis),
+            loss: d.loss,
+            last_handshake_ms_ago: d.stats.since_last_handshake.map(millis),
+            tx_bytes: d.stats.tx_bytes,
+            rx_bytes: d.stats.rx_bytes,
+            handshakes: d.stats.handshakes,
+            probes_sent: d.probes.sent,
+            probe_replies: d.probes.replies,
+            probe_replies_refused: d.probes.refused.iter().sum::<u64>(),
+            flaps: d.probes.flaps,
+            drops: drop_counts(&d.stats.drops),
+            name: d.name,
         })
         .collect()
 }
@@ -508,100 +545,74 @@ pub fn log_event(engine: &Engine, event: &Event) {
 
 /// The engine's switch records for `events` and `status`, newest last: wall-clock time, from,
 /// to, reason, detection and the stall each caused.
-fn switch_records(engine: &Engine) -> Vec<serde_json::Value> {
+fn switch_records(engine: &Engine) -> Vec<SwitchEvent> {
     let (now, unix_now) = (clock::now(), clock::unix_millis());
     engine
         .switches()
         .map(|r| {
-            let ago = now.saturating_duration_since(r.at).as_millis() as u64;
-            json!({
-                "unix_ms": unix_now.saturating_sub(ago),
-                "from": r.from,
-                "to": r.to,
-                "reason": r.reason.label(),
-                "detection_ms": r.detection.map(|d| d.as_secs_f64() * 1e3),
-                "stall_ms": r.stall.map(|d| d.as_secs_f64() * 1e3),
-            })
+            let ago = millis(now.saturating_duration_since(r.at));
+            SwitchEvent {
+                unix_ms: unix_now.saturating_sub(ago),
+                from: r.from.clone(),
+                to: r.to.clone(),
+                reason: r.reason.label().to_owned(),
+                detection_ms: r.detection.map(fractional_millis),
+                stall_ms: r.stall.map(fractional_millis),
+            }
         })
         .collect()
 }
 
-fn stable_addresses(engine: &Engine) -> Vec<String> {
-    let s = engine.stable();
-    s.v4.map(|a| a.to_string())
-        .into_iter()
-        .chain(s.v6.map(|a| a.to_string()))
-        .collect()
-}
-
-/// The client's `status` answer: datacenters, drops, the session keeper, switches.
-pub fn status(engine: &Engine, send_errors: u64) -> serde_json::Map<String, serde_json::Value> {
+/// The client's `status` answer: datacenters, drops, the session keeper, switches; `roaming`
+/// and the fail mode are the loop's (see [`crate::drive`]).
+pub fn status(
+    engine: &Engine,
+    send_errors: u64,
+    roaming: control_proto::RoamingStatus,
+    fail_mode: control_proto::FailMode,
+) -> ClientStatus {
     let k = engine.keeper_stats();
     let (flows, flow_cap) = engine.flows();
-    let malformed: serde_json::Map<String, serde_json::Value> =
-        sessionkeeper::parse::Malformed::ALL
-            .iter()
-            .zip(k.malformed)
-            .map(|(m, n)| (m.label().to_owned(), n.into()))
-            .collect();
-    let datacenters: Vec<_> = engine
-        .status()
-        .into_iter()
-        .map(|d| {
-            json!({
-                "name": d.name,
-                "endpoint": d.endpoint.map(|e| e.to_string()),
-                "active": d.active,
-                "drained": d.drained,
-                "established": d.established,
-                "tx_bytes": d.stats.tx_bytes,
-                "rx_bytes": d.stats.rx_bytes,
-                "handshakes": d.stats.handshakes,
-                "since_last_handshake_ms": d.stats.since_last_handshake.map(|t| t.as_millis() as u64),
-                "health": d.health.label(),
-                "srtt_ms": d.srtt.map(|t| t.as_secs_f64() * 1e3),
-                "loss": d.loss,
-                "suppressed": d.suppressed,
-                "probes_sent": d.probes.sent,
-                "probe_replies": d.probes.replies,
-                "probe_replies_refused": d.probes.refused.iter().sum::<u64>(),
-                "flaps": d.probes.flaps,
-                "drops": drops_json(&d.stats.drops),
-            })
-        })
-        .collect();
-    let status = json!({
-        "v": 1,
-        "ok": true,
-        "mode": "client",
-        "active": engine.name(engine.active()),
-        "stable_address": stable_addresses(engine),
-        "datacenters": datacenters,
-        "local_drops": {"source_not_local": k.source_not_local, "malformed": malformed},
-        "inbound_not_for_us": k.not_for_us,
-        "sessionkeeper": {
-            "flows": flows,
-            "flow_table_size": flow_cap,
-            "flow_memory_bytes": engine.flow_memory(),
-            "flows_created": k.flows.created,
-            "flows_expired": k.flows.expired,
-            "flows_evicted_probation": k.flows.evicted_probation,
-            "flows_evicted_protected": k.flows.evicted_protected,
-            "mss_clamped": k.mss_clamped,
-            "quoted_rewritten": k.quoted_rewritten,
-            "udp6_zero_checksum": k.udp6_zero_checksum,
-            "recoveries": k.recoveries,
-            "recovery_segments": k.recovery_segments,
-            "recovery_acks": k.recovery_acks,
-            "recovery_over_budget": k.recovery_over_budget,
+    let stable = engine.stable();
+    ClientStatus {
+        active: engine.name(engine.active()).to_owned(),
+        stable_address: stable
+            .v4
+            .map(std::net::IpAddr::V4)
+            .into_iter()
+            .chain(stable.v6.map(std::net::IpAddr::V6))
+            .collect(),
+        datacenters: datacenters(engine),
+        fail_mode,
+        local_drops: LocalDrops {
+            source_not_local: k.source_not_local,
+            malformed: sessionkeeper::parse::Malformed::ALL
+                .iter()
+                .zip(k.malformed)
+                .map(|(m, n)| (m.label().to_owned(), n))
+                .collect(),
         },
-        "underlay_drops": drops_json(engine.underlay_drops()),
-        "probe_replies_malformed": engine.probe_malformed(),
-        "switches": switch_records(engine),
-        "send_errors": send_errors,
-    });
-    match status {
-        serde_json::Value::Object(map) => map,
-        _ => serde_json::Map::new(),
+        inbound_not_for_us: k.not_for_us,
+        sessionkeeper: KeeperStatus {
+            flows: flows as u64,
+            flow_table_size: flow_cap as u64,
+            flow_memory_bytes: engine.flow_memory() as u64,
+            flows_created: k.flows.created,
+            flows_expired: k.flows.expired,
+            flows_evicted_probation: k.flows.evicted_probation,
+            flows_evicted_protected: k.flows.evicted_protected,
+            mss_clamped: k.mss_clamped,
+            quoted_rewritten: k.quoted_rewritten,
+            udp6_zero_checksum: k.udp6_zero_checksum,
+            recoveries: k.recoveries,
+            recovery_segments: k.recovery_segments,
+            recovery_acks: k.recovery_acks,
+            recovery_over_budget: k.recovery_over_budget,
+        },
+        underlay_drops: drop_counts(engine.underlay_drops()),
+        probe_replies_malformed: engine.probe_malformed(),
+        switches: switch_records(engine),
+        send_errors,
+        roaming,
     }
 }

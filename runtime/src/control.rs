@@ -1,14 +1,16 @@
 //! The control socket: a unix stream socket speaking one line of JSON each way.
 //!
 //! Request: `{"v":1,"cmd":"status"}` (some commands take `"datacenter"` or `"limit"`).
-//! Response: `{"v":1,"ok":true,...}` or `{"v":1,"ok":false,"error":"..."}`. The README's
-//! "Control socket" section lists every command.
+//! Response: `{"v":1,"ok":true,...}` or `{"v":1,"ok":false,"error":"..."}`. The wire form,
+//! every answer's fields and their units are [`control_proto`]'s; this module is the socket,
+//! the access rules and the hand-off to the daemon's loop. The README's "Control socket"
+//! section lists every command.
 //!
 //! Who may ask, checked with `SO_PEERCRED` on every connection (one request per connection, so
 //! the credentials are the requester's at request time): root and the daemon's own uid may do
 //! everything; with `control_group` set, processes whose group is that group may read (status,
-//! tunnels, flows, events, clients) but not steer. The socket is 0600, or 0660 owned by the
-//! control group. Requests are bounded: 4 KiB, 2 s, 16 connections at once (more are closed at
+//! tunnels, flows, events, clients, metrics) but not steer. The socket is 0600, or 0660 owned by
+//! the control group. Requests are bounded: 4 KiB, 2 s, 16 connections at once (more are closed at
 //! once). Nothing in a request is ever executed or used as a path; no key is ever returned.
 
 use std::path::{Path, PathBuf};
@@ -16,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -24,99 +25,16 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 const MAX_REQUEST: u64 = 4096;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_CONNECTIONS: usize = 16;
-/// Most flows one `flows` answer lists.
-pub const MAX_FLOWS_LISTED: usize = 10_000;
-/// Flows listed when the request names no limit.
-const DEFAULT_FLOWS_LISTED: usize = 100;
 
-/// A request the daemon's loop answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// everything at a glance
-    Status,
-    /// the datacenters' tunnels
-    Tunnels,
-    /// tracked flows, most recent first
-    Flows {
-        /// at most this many
-        limit: usize,
-    },
-    /// the switch log
-    Events,
-    /// a gateway's clients
-    Clients,
-    /// move traffic to a datacenter and keep it there while it is alive
-    Switch(String),
-    /// take a datacenter out of service
-    Drain(String),
-    /// put it back
-    Undrain(String),
-    /// re-read the configuration file
-    Reload,
-    /// Prometheus text (answered as `{"text": ...}`)
-    Metrics,
-}
-
-impl Command {
-    /// Whether the command changes what the daemon does (only root and the daemon's user).
-    pub fn steers(&self) -> bool {
-        matches!(
-            self,
-            Command::Switch(_) | Command::Drain(_) | Command::Undrain(_) | Command::Reload
-        )
-    }
-}
+pub use control_proto::{Answer, Command, MAX_FLOWS_LISTED};
 
 /// A request with the channel its answer goes back on.
 #[derive(Debug)]
 pub struct Request {
     /// what is asked
     pub command: Command,
-    /// where the JSON answer goes
-    pub reply: oneshot::Sender<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WireRequest {
-    v: u32,
-    cmd: String,
-    #[serde(default)]
-    datacenter: Option<String>,
-    #[serde(default)]
-    limit: Option<usize>,
-}
-
-const KNOWN: &str =
-    "status, tunnels, flows, events, clients, metrics, switch, drain, undrain, reload";
-
-impl WireRequest {
-    fn command(self) -> Result<Command, String> {
-        let dc = |cmd: &str| {
-            self.datacenter
-                .clone()
-                .filter(|d| !d.is_empty() && d.len() <= 64)
-                .ok_or_else(|| format!("{cmd} needs \"datacenter\": the name of a datacenter"))
-        };
-        Ok(match self.cmd.as_str() {
-            "status" => Command::Status,
-            "tunnels" => Command::Tunnels,
-            "flows" => Command::Flows {
-                limit: self
-                    .limit
-                    .unwrap_or(DEFAULT_FLOWS_LISTED)
-                    .min(MAX_FLOWS_LISTED),
-            },
-            "events" => Command::Events,
-            "clients" => Command::Clients,
-            "switch" => Command::Switch(dc("switch")?),
-            "drain" => Command::Drain(dc("drain")?),
-            "undrain" => Command::Undrain(dc("undrain")?),
-            "reload" => Command::Reload,
-            "metrics" => Command::Metrics,
-            _ => return Err(format!("unknown command; known: {KNOWN}")),
-        })
-    }
+    /// where the answer goes
+    pub reply: oneshot::Sender<Answer>,
 }
 
 /// Who may use the socket besides root and the daemon's user.
@@ -136,16 +54,6 @@ impl Drop for ControlSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-/// Whether an answer says `"ok": true`.
-pub fn is_ok(answer: &serde_json::Value) -> bool {
-    answer.get("ok").and_then(serde_json::Value::as_bool) == Some(true)
-}
-
-/// An answer refusing the request.
-pub fn error(message: &str) -> serde_json::Value {
-    serde_json::json!({"v": 1, "ok": false, "error": message})
 }
 
 /// Binds the socket at `path` (0600, or 0660 with the read group as its group) and serves it
@@ -236,44 +144,41 @@ async fn handle(stream: UnixStream, access: Access, to_loop: mpsc::Sender<Reques
     let rights = peer_rights(&stream, access);
     let (read, mut write) = stream.into_split();
     let answer = if rights == Peer::Nobody {
-        error("permission denied: only root, the daemon's user and the control group may use this socket")
+        Answer::error("permission denied: only root, the daemon's user and the control group may use this socket")
     } else {
         let mut line = String::new();
         let mut reader = BufReader::new(read.take(MAX_REQUEST));
         match reader.read_line(&mut line).await {
             Ok(_) if !line.ends_with('\n') => {
-                error("request too long or not terminated by a newline")
+                Answer::error("request too long or not terminated by a newline")
             }
-            Ok(_) => match serde_json::from_str::<WireRequest>(&line) {
-                Ok(r) if r.v != 1 => error("unsupported protocol version; this daemon speaks v=1"),
+            Ok(_) => match serde_json::from_str::<control_proto::Request>(&line) {
                 Ok(r) => match r.command() {
-                    Ok(c) if c.steers() && rights != Peer::Steer => error(
+                    Ok(c) if c.steers() && rights != Peer::Steer => Answer::error(
                         "permission denied: the control group may read; only root and the \
                          daemon's user may steer",
                     ),
                     Ok(c) => ask(&to_loop, c).await,
-                    Err(e) => error(&e),
+                    Err(e) => Answer::error(e.to_string()),
                 },
-                Err(_) => error(
+                Err(_) => Answer::error(
                     "malformed request; send one JSON object and a newline, e.g. {\"v\":1,\"cmd\":\"status\"}",
                 ),
             },
-            Err(_) => error("unreadable request"),
+            Err(_) => Answer::error("unreadable request"),
         }
     };
-    let mut text = answer.to_string();
-    text.push('\n');
-    let _ = write.write_all(text.as_bytes()).await;
+    let _ = write.write_all(answer.to_line().as_bytes()).await;
 }
 
-async fn ask(to_loop: &mpsc::Sender<Request>, command: Command) -> serde_json::Value {
+async fn ask(to_loop: &mpsc::Sender<Request>, command: Command) -> Answer {
     let (reply, answer) = oneshot::channel();
     if to_loop.send(Request { command, reply }).await.is_err() {
-        return error("the daemon is shutting down");
+        return Answer::error("the daemon is shutting down");
     }
     answer
         .await
-        .unwrap_or_else(|_| error("the daemon is shutting down"))
+        .unwrap_or_else(|_| Answer::error("the daemon is shutting down"))
 }
 
 /// Whether user `uid` is listed as a member of group `gid` in `/etc/group` (a supplementary
@@ -301,40 +206,4 @@ pub fn group_id(name: &str) -> Option<u32> {
         (fields.next()? == name).then_some(())?;
         fields.nth(1)?.parse().ok()
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    fn parse(line: &str) -> Result<Command, String> {
-        serde_json::from_str::<WireRequest>(line)
-            .map_err(|e| e.to_string())?
-            .command()
-    }
-
-    #[test]
-    fn requests_parse_into_commands() {
-        assert_eq!(parse(r#"{"v":1,"cmd":"status"}"#), Ok(Command::Status));
-        assert_eq!(
-            parse(r#"{"v":1,"cmd":"flows","limit":5}"#),
-            Ok(Command::Flows { limit: 5 })
-        );
-        assert_eq!(
-            parse(r#"{"v":1,"cmd":"flows","limit":99999999}"#),
-            Ok(Command::Flows {
-                limit: MAX_FLOWS_LISTED
-            })
-        );
-        assert_eq!(
-            parse(r#"{"v":1,"cmd":"drain","datacenter":"dc1"}"#),
-            Ok(Command::Drain("dc1".into()))
-        );
-        assert!(parse(r#"{"v":1,"cmd":"switch"}"#).is_err());
-        assert!(parse(r#"{"v":1,"cmd":"switch","datacenter":""}"#).is_err());
-        assert!(parse(r#"{"v":1,"cmd":"rm -rf /"}"#).is_err());
-        assert!(parse(r#"{"v":1,"cmd":"status","extra":1}"#).is_err());
-        assert!(Command::Reload.steers() && !Command::Tunnels.steers());
-    }
 }

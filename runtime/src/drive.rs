@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use control_proto::{Answer, ClientStatus, Status};
 use engine::{Batch, Engine, Event};
 use tokio::sync::mpsc;
 
@@ -151,13 +152,15 @@ pub trait LocalLink {
     /// Every engine event (after it was logged).
     async fn on_event(&mut self, _node: &Self::Node, _event: &Event) {}
 
-    /// Adds the link's own part to the `status` answer.
-    fn status(&self, _node: &Self::Node, _answer: &mut serde_json::Map<String, serde_json::Value>) {
+    /// The `status` answer from the client's part and the link's own (a TUN adds nothing: a
+    /// client's status; a guest's link makes it a shim's).
+    fn status(&self, _node: &Self::Node, client: ClientStatus) -> Status {
+        Status::Client(client)
     }
 
     /// Re-reads the configuration and applies it to `node`; on success `running` is the new
     /// client configuration. Returns the control answer.
-    fn reload(&mut self, node: &mut Self::Node, running: &mut ClientConfig) -> serde_json::Value;
+    fn reload(&mut self, node: &mut Self::Node, running: &mut ClientConfig) -> Answer;
 
     /// A deliberate stop (SIGTERM, SIGINT) or the end of the local side: undo what must not
     /// outlive the daemon.
@@ -246,20 +249,24 @@ pub async fn drive<L: LocalLink>(
             Some(request) = control_rx.recv() => {
                 let answer = match &request.command {
                     Command::Status => {
-                        let mut s = client::status(node.engine(), tx.send_errors());
-                        s.insert("roaming".into(), roaming.status(node.engine()));
-                        s.insert("fail_mode".into(), match config.fail_mode {
-                            FailMode::Closed => "closed",
-                            FailMode::Open => "open",
-                        }.into());
-                        link.status(&node, &mut s);
-                        serde_json::Value::Object(s)
+                        let fail_mode = match config.fail_mode {
+                            FailMode::Closed => control_proto::FailMode::Closed,
+                            FailMode::Open => control_proto::FailMode::Open,
+                        };
+                        let client = client::status(
+                            node.engine(),
+                            tx.send_errors(),
+                            roaming.status(node.engine()),
+                            fail_mode,
+                        );
+                        Answer::from(link.status(&node, client))
                     }
                     Command::Reload => {
                         link.reload(&mut node, &mut config)
                     }
-                    Command::Metrics => serde_json::json!({"v": 1, "ok": true,
-                        "text": client::metrics(node.engine(), tx.send_errors()).render()}),
+                    Command::Metrics => Answer::Metrics(control_proto::Metrics {
+                        text: client::metrics(node.engine(), tx.send_errors()).render(),
+                    }),
                     other => client::operate(node.engine_mut(), other),
                 };
                 let _ = request.reply.send(answer);

@@ -104,12 +104,9 @@ pub mod clock {
     }
 }
 
-/// `{label: count}` for every non-zero drop counter.
-pub fn drops_json(drops: &DropCounters) -> serde_json::Value {
-    drops
-        .nonzero()
-        .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
-        .collect()
+/// `{label: count}` for every non-zero drop counter, for the control answers.
+pub fn drop_counts(drops: &DropCounters) -> control_proto::Counts {
+    drops.nonzero().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 /// Logs to stderr: human-readable on a terminal; under systemd (`$JOURNAL_STREAM` set) without

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::control::{Command, Request};
+use crate::control::{Answer, Command, Request};
 
 const MAX_HEAD: usize = 4096;
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -158,10 +158,10 @@ async fn answer(mut stream: TcpStream, to_loop: mpsc::Sender<Request>) -> std::i
                 })
                 .await
             {
-                Ok(()) => answer
-                    .await
-                    .ok()
-                    .and_then(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_owned)),
+                Ok(()) => answer.await.ok().and_then(|a| match a {
+                    Answer::Metrics(m) => Some(m.text),
+                    _ => None,
+                }),
                 Err(_) => None,
             };
             match text {

@@ -104,18 +104,21 @@ impl Roaming {
 
     /// For status: the named endpoints and how resolving them goes, the engine's resumes and
     /// the network changes seen.
-    pub fn status(&self, engine: &Engine) -> serde_json::Value {
-        let names: Vec<_> = engine
-            .endpoint_names()
-            .map(|(dc, host, addr, failures)| {
-                serde_json::json!({"datacenter": dc, "host": host,
-                    "address": addr.map(|a| a.to_string()), "failures": failures})
-            })
-            .collect();
-        serde_json::json!({
-            "names": names,
-            "resumes": engine.resumes(),
-            "network_changes": self.network_changes,
-        })
+    pub fn status(&self, engine: &Engine) -> control_proto::RoamingStatus {
+        control_proto::RoamingStatus {
+            names: engine
+                .endpoint_names()
+                .map(
+                    |(dc, host, address, failures)| control_proto::EndpointName {
+                        datacenter: dc.to_owned(),
+                        host: host.to_owned(),
+                        address,
+                        failures,
+                    },
+                )
+                .collect(),
+            resumes: engine.resumes(),
+            network_changes: self.network_changes,
+        }
     }
 }

@@ -18,13 +18,12 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
+use control_proto::{Answer, ClientStatus, GuestStatus, GuestTransport, ShimStatus, Status};
 use engine::{Batch, Engine};
 use runtime::client;
 use runtime::config::ClientConfig;
-use runtime::control;
 use runtime::drive::{self, Flow, LocalLink, Node, Transmitter};
 use runtime::{clock, Shutdown};
-use serde_json::json;
 use sessionkeeper::StableAddresses;
 use vmm_shim::guest::OUT_LEN;
 use vmm_shim::{Action, GuestConfig, GuestNet};
@@ -343,40 +342,37 @@ impl LocalLink for GuestLink {
         }
     }
 
-    fn status(&self, node: &NetNode, answer: &mut serde_json::Map<String, serde_json::Value>) {
+    fn status(&self, node: &NetNode, client: ClientStatus) -> Status {
         let net = &node.0;
         let s = net.stats();
-        let drops: serde_json::Map<String, serde_json::Value> = s
-            .drops
-            .nonzero()
-            .map(|(k, v)| (k.to_owned(), v.into()))
-            .collect();
-        answer.insert("mode".into(), "vmm-shim".into());
-        answer.insert(
-            "guest".into(),
-            json!({
-                "mac": net.guest_mac().map(|m| m.to_string()),
-                "addresses": net.guest_addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-                "rx_frames": s.rx_frames,
-                "tx_frames": s.tx_frames,
-                "to_engine": s.to_engine,
-                "arp_replies": s.arp_replies,
-                "dhcp_replies": s.dhcp_replies,
-                "router_advertisements": s.router_advertisements,
-                "neighbor_advertisements": s.neighbor_advertisements,
-                "drops": drops,
-                "link": {"receive": self.rx.status(), "send": self.tx.status()},
-            }),
-        );
+        Status::Shim(ShimStatus {
+            client,
+            guest: GuestStatus {
+                mac: net.guest_mac().map(|m| m.to_string()),
+                addresses: net.guest_addresses(),
+                rx_frames: s.rx_frames,
+                tx_frames: s.tx_frames,
+                to_engine: s.to_engine,
+                arp_replies: s.arp_replies,
+                dhcp_replies: s.dhcp_replies,
+                router_advertisements: s.router_advertisements,
+                neighbor_advertisements: s.neighbor_advertisements,
+                drops: s.drops.nonzero().map(|(k, v)| (k.to_owned(), v)).collect(),
+                link: GuestTransport {
+                    receive: self.rx.status(),
+                    send: self.tx.status(),
+                },
+            },
+        })
     }
 
     /// Re-reads the shim's configuration and applies what can change at run time: everything
     /// the client's reload applies; the guest section and the client's TUN-free keys need a
     /// restart.
-    fn reload(&mut self, node: &mut NetNode, running: &mut ClientConfig) -> serde_json::Value {
+    fn reload(&mut self, node: &mut NetNode, running: &mut ClientConfig) -> Answer {
         let net = &mut node.0;
         match ShimConfig::load(&self.path) {
-            Ok(new) if guest_config(&new) != *net.config() => control::error(
+            Ok(new) if guest_config(&new) != *net.config() => Answer::error(
                 "the [guest] section changed: restart vmm-shim to apply it; the running configuration stays",
             ),
             Ok(new) => {
@@ -391,7 +387,7 @@ impl LocalLink for GuestLink {
                 net.engine_mut().set_local_addresses(keep_local);
                 answer
             }
-            Err(e) => control::error(&format!("{e}\n(the running configuration stays)")),
+            Err(e) => Answer::error(format!("{e}\n(the running configuration stays)")),
         }
     }
 

@@ -105,7 +105,7 @@ impl Receiver {
     }
 
     /// Counters, for `status`.
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> control_proto::Counts {
         match self {
             Self::Stream(s) => s.status(),
             Self::Vhost(v) => v.status(),
@@ -161,7 +161,7 @@ impl Output {
     }
 
     /// Counters, for `status`.
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> control_proto::Counts {
         match self {
             Self::Stream(s) => s.status(),
             Self::Vhost(v) => v.status(),

@@ -12,7 +12,6 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use serde_json::json;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
@@ -201,16 +200,19 @@ impl StreamRx {
     }
 
     /// Counters.
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> control_proto::Counts {
         let s = self.decoder.stats();
-        json!({
-            "connections": self.connections,
-            "connected": self.conn.is_some(),
-            "frames": self.frames + s.frames,
-            "empty_frames": self.empty + s.empty,
-            "oversize_frames": self.oversize + s.oversize,
-            "desyncs": self.desyncs,
-        })
+        [
+            ("connections", self.connections),
+            ("connected", u64::from(self.conn.is_some())),
+            ("frames", self.frames + s.frames),
+            ("empty_frames", self.empty + s.empty),
+            ("oversize_frames", self.oversize + s.oversize),
+            ("desyncs", self.desyncs),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
     }
 }
 
@@ -317,13 +319,19 @@ impl StreamTx {
     }
 
     /// Counters.
-    pub fn status(&self) -> serde_json::Value {
-        json!({
-            "frames": self.frames,
-            "backlog_bytes": self.backlog.len() - self.sent,
-            "dropped_backlog_full": self.dropped_backlog_full,
-            "dropped_no_link": self.dropped_no_link,
-            "write_errors": self.write_errors,
-        })
+    pub fn status(&self) -> control_proto::Counts {
+        [
+            ("frames", self.frames),
+            (
+                "backlog_bytes",
+                self.backlog.len().saturating_sub(self.sent) as u64,
+            ),
+            ("dropped_backlog_full", self.dropped_backlog_full),
+            ("dropped_no_link", self.dropped_no_link),
+            ("write_errors", self.write_errors),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
     }
 }

@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Context as _;
-use serde_json::json;
 use tokio::sync::mpsc;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost::vhost_user::{Error as VhostUserError, Listener};
@@ -82,8 +81,11 @@ macro_rules! counters {
         #[derive(Debug, Default, Clone, Copy)]
         struct $name { $($field: u64,)* }
         impl $name {
-            fn json(&self) -> serde_json::Value {
-                json!({ $(stringify!($field): self.$field,)* })
+            fn counts(&self) -> control_proto::Counts {
+                [$((stringify!($field), self.$field),)*]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect()
             }
         }
     };
@@ -625,17 +627,15 @@ impl VhostRx {
     }
 
     /// Counters.
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> control_proto::Counts {
         let inner = self.backend.lock();
-        let mut v = inner.counters.json();
-        if let Some(m) = v.as_object_mut() {
-            m.insert("rx_backlog".into(), inner.rx_backlog.len().into());
-            m.insert(
-                "queues_broken_now".into(),
-                inner.broken.iter().filter(|b| **b).count().into(),
-            );
-        }
-        v
+        let mut counts = inner.counters.counts();
+        counts.insert("rx_backlog".into(), inner.rx_backlog.len() as u64);
+        counts.insert(
+            "queues_broken_now".into(),
+            inner.broken.iter().filter(|b| **b).count() as u64,
+        );
+        counts
     }
 }
 
@@ -654,7 +654,7 @@ impl VhostTx {
     }
 
     /// Counters (shared with the receiving half's).
-    pub fn status(&self) -> serde_json::Value {
-        json!({})
+    pub fn status(&self) -> control_proto::Counts {
+        control_proto::Counts::new()
     }
 }

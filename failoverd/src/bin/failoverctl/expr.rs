@@ -580,8 +580,8 @@ mod tests {
 
     fn tunnel() -> Value {
         json!({
-            "name": "dc1", "state": "up", "rtt_ms": 61.5, "loss": 0.0, "active": true,
-            "drained": false, "last_handshake_s": null, "tx_bytes": 1000,
+            "name": "dc1", "health": "up", "rtt_ms": 61.5, "loss": 0.0, "active": true,
+            "drained": false, "last_handshake_ms_ago": null, "tx_bytes": 1000,
             "drops": {"replay": 3, "invalid_mac": 0}, "allowed_ips": ["10.0.0.0/8"],
             "label": "", "quote\"d": 1
         })
@@ -596,7 +596,7 @@ mod tests {
     #[test]
     fn comparisons() {
         assert!(eval("rtt_ms > 50"));
-        assert!(eval("rtt_ms > 50 && state == \"up\""));
+        assert!(eval("rtt_ms > 50 && health == \"up\""));
         assert!(!eval("rtt_ms < 50"));
         assert!(eval("rtt_ms >= 61.5 && rtt_ms <= 61.5 && rtt_ms == 61.5"));
         assert!(eval("tx_bytes == 1e3"));
@@ -609,7 +609,7 @@ mod tests {
             "active == true && drained == false && drained != true"
         ));
         assert!(eval(
-            "last_handshake_s == null && missing == null && name != null"
+            "last_handshake_ms_ago == null && missing == null && name != null"
         ));
     }
 
@@ -620,8 +620,8 @@ mod tests {
         assert!(!eval("name > 1"));
         assert!(!eval("name < 1"));
         assert!(eval("name != 1"));
-        assert!(!eval("last_handshake_s < 5"));
-        assert!(!eval("last_handshake_s >= 0"));
+        assert!(!eval("last_handshake_ms_ago < 5"));
+        assert!(!eval("last_handshake_ms_ago >= 0"));
         assert!(!eval("active > false"));
         assert!(!eval("drops == 3"));
         assert!(eval("drops != null"));
@@ -636,7 +636,7 @@ mod tests {
         assert!(eval("rtt_ms"));
         assert!(!eval("label"));
         assert!(eval("name"));
-        assert!(!eval("last_handshake_s"));
+        assert!(!eval("last_handshake_ms_ago"));
         assert!(!eval("missing"));
         assert!(!eval("drops.invalid_mac"));
         assert!(eval("drops && allowed_ips"));
@@ -649,10 +649,10 @@ mod tests {
         assert!(!eval("drained && (missing || active)"));
         assert!(eval("!drained"));
         assert!(eval("!!active"));
-        assert!(eval("!(rtt_ms < 50) && !(state == \"down\")"));
+        assert!(eval("!(rtt_ms < 50) && !(health == \"down\")"));
         assert!(eval("((((name == \"dc1\"))))"));
         assert!(eval(
-            "state == \"down\" || state == \"suspect\" || name == \"dc1\""
+            "health == \"down\" || health == \"suspect\" || name == \"dc1\""
         ));
     }
 

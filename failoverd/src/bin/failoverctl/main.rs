@@ -1,6 +1,9 @@
 //! `failoverctl`: the command line of failoverd's control socket (`status`, `tunnels`, `flows`,
-//! `events`, `clients`, `switch`, `drain`, `undrain`, `reload`), and `import-wg`, which turns
-//! wg-quick files into a failoverd client configuration.
+//! `events`, `clients`, `switch`, `drain`, `undrain`, `reload`, `metrics`), and `import-wg`,
+//! which turns wg-quick files into a failoverd client configuration.
+//!
+//! Requests and answers are [`control_proto`]'s types: an answer that does not read into its
+//! type is refused as a daemon of another version, never half rendered.
 //!
 //! Exit codes: 0 ok, 1 the daemon refused or could not be reached (or import-wg refused a
 //! file), 2 a usage error.
@@ -16,7 +19,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde_json::json;
+use control_proto::Command;
+use serde::de::DeserializeOwned;
 
 use crate::render::{List, View};
 
@@ -25,7 +29,7 @@ usage:
   failoverctl [--socket PATH] [--json] [--where EXPR] [--fields a,b,..] COMMAND [ARGS]
     status                 the active datacenter, stable address, every tunnel, the last switch
                            (gateway: its clients)
-    tunnels                every tunnel: state, RTT, loss, last handshake, bytes, probes
+    tunnels                every tunnel: health, RTT, loss, last handshake, bytes, probes
     flows [--limit N]      the session keeper's flows (default 1000, at most 10000)
     events                 the switches, newest last: reason, detection, stall
     clients                a gateway's clients
@@ -33,6 +37,7 @@ usage:
     drain DC | undrain DC  take DC out of service (traffic leaves it for another live one),
                            or back in
     reload                 re-read the configuration; prints what changed
+    metrics                the Prometheus metrics, as the metrics endpoint serves them
   failoverctl import-wg [--stable-address ADDR] [--key-file PATH] [--probe-address [DC=]ADDR]
                         FILE.conf...
                            wg-quick files, one per datacenter (highest priority first), into a
@@ -53,7 +58,7 @@ options:
   -h, --help       this text
 
 example:
-  failoverctl tunnels --where 'rtt_ms > 50 && state == \"up\"' --fields name,rtt_ms
+  failoverctl tunnels --where 'rtt_ms > 50 && health == \"up\"' --fields name,rtt_ms
 
 exit codes: 0 ok, 1 the daemon refused or failed, 2 usage error
 ";
@@ -222,9 +227,12 @@ fn run(raw: Vec<String>) -> Outcome {
         return Outcome::Usage(format!("{name} belongs to import-wg"));
     }
     let (request, datacenter) = match (command.as_str(), rest) {
-        (c @ ("status" | "tunnels" | "events" | "clients" | "reload"), []) => {
-            (json!({"v": 1, "cmd": c}), None)
-        }
+        ("status", []) => (Command::Status, None),
+        ("tunnels", []) => (Command::Tunnels, None),
+        ("events", []) => (Command::Events, None),
+        ("clients", []) => (Command::Clients, None),
+        ("reload", []) => (Command::Reload, None),
+        ("metrics", []) => (Command::Metrics, None),
         ("flows", []) => {
             let limit = match args.limit.as_deref().map(str::parse::<u64>) {
                 None => DEFAULT_FLOW_LIMIT,
@@ -236,16 +244,21 @@ fn run(raw: Vec<String>) -> Outcome {
                     ))
                 }
             };
-            (json!({"v": 1, "cmd": "flows", "limit": limit}), None)
+            (
+                Command::Flows {
+                    limit: usize::try_from(limit).unwrap_or(control_proto::MAX_FLOWS_LISTED),
+                },
+                None,
+            )
         }
-        (c @ ("switch" | "drain" | "undrain"), [dc]) => {
-            (json!({"v": 1, "cmd": c, "datacenter": dc}), Some(dc.clone()))
-        }
+        ("switch", [dc]) => (Command::Switch(dc.clone()), Some(dc.clone())),
+        ("drain", [dc]) => (Command::Drain(dc.clone()), Some(dc.clone())),
+        ("undrain", [dc]) => (Command::Undrain(dc.clone()), Some(dc.clone())),
         ("switch" | "drain" | "undrain", _) => {
             return Outcome::Usage(format!("{command} takes one datacenter name, e.g. {command} dc2"))
         }
         (
-            "status" | "tunnels" | "events" | "clients" | "reload" | "flows",
+            "status" | "tunnels" | "events" | "clients" | "reload" | "flows" | "metrics",
             [extra, ..],
         ) => {
             return Outcome::Usage(format!(
@@ -255,7 +268,7 @@ fn run(raw: Vec<String>) -> Outcome {
         }
         (other, _) => {
             return Outcome::Usage(format!(
-                "unknown command '{}'; commands: status, tunnels, flows, events, clients, switch, drain, undrain, reload, import-wg",
+                "unknown command '{}'; commands: status, tunnels, flows, events, clients, switch, drain, undrain, reload, metrics, import-wg",
                 table::sanitize(other)
             ))
         }
@@ -296,6 +309,7 @@ fn run(raw: Vec<String>) -> Outcome {
                 .filter(|s| !s.is_empty())
         })
         .unwrap_or_else(|| DEFAULT_SOCKET.into());
+    let request = control_proto::Request::of(&request);
     let answer = match socket::ask(&PathBuf::from(&socket), &request, TIMEOUT) {
         Ok(a) => a,
         Err(socket::Failure::Unreachable(message)) => return Outcome::Failed(message),
@@ -312,24 +326,57 @@ fn run(raw: Vec<String>) -> Outcome {
             return Outcome::Failed(message);
         }
     };
-    let rendered = match command.as_str() {
-        "status" => render::status(&answer, &view, now_unix_ms()),
-        "tunnels" => render::list(&answer, List::Tunnels, &view),
-        "flows" => render::list(&answer, List::Flows, &view),
-        "events" => render::list(&answer, List::Events, &view),
-        "clients" => render::list(&answer, List::Clients, &view),
-        "reload" => render::reloaded(&answer, view.json),
-        verb => render::switched(
-            &answer,
-            verb,
-            datacenter.as_deref().unwrap_or(""),
-            view.json,
-        ),
+    let rendered = match render_answer(command, answer, &view, datacenter.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(format!("{socket}: {e}")),
     };
     Outcome::Ok {
         stdout: rendered.stdout,
         warnings: rendered.warnings,
     }
+}
+
+/// Reads `answer` into `T`; a mismatch names the version problem.
+fn typed<T: DeserializeOwned>(answer: serde_json::Value) -> Result<T, String> {
+    control_proto::decode(answer).map_err(|e| table::sanitize_lines(&e.to_string()))
+}
+
+/// Reads the answer to `command` into its type and renders it.
+fn render_answer(
+    command: &str,
+    answer: serde_json::Value,
+    view: &View,
+    datacenter: Option<&str>,
+) -> Result<render::Rendered, String> {
+    Ok(match command {
+        "status" => render::status(
+            &typed::<control_proto::Status>(answer)?,
+            view,
+            now_unix_ms(),
+        ),
+        "tunnels" => render::list(
+            &typed::<control_proto::TunnelList>(answer)?.tunnels,
+            "tunnels",
+            List::Datacenters,
+            view,
+        ),
+        "flows" => render::flows(&typed(answer)?, view),
+        "events" => render::list(
+            &typed::<control_proto::EventList>(answer)?.events,
+            "events",
+            List::Events,
+            view,
+        ),
+        "clients" => render::list(
+            &typed::<control_proto::ClientList>(answer)?.clients,
+            "clients",
+            List::Clients,
+            view,
+        ),
+        "reload" => render::reloaded(&typed(answer)?, view.json),
+        "metrics" => render::metrics(&typed(answer)?, view.json),
+        verb => render::switched(&typed(answer)?, verb, datacenter.unwrap_or(""), view.json),
+    })
 }
 
 fn import(args: &Args, files: &[String]) -> Outcome {

@@ -52,7 +52,11 @@ fn remaining(deadline: Instant) -> std::io::Result<Duration> {
 /// Sends `request` to the socket at `path` and returns the daemon's `ok: true` answer; the
 /// whole exchange gets `timeout`.
 #[allow(clippy::disallowed_methods)] // see `remaining`
-pub fn ask(path: &Path, request: &Value, timeout: Duration) -> Result<Value, Failure> {
+pub fn ask(
+    path: &Path,
+    request: &control_proto::Request,
+    timeout: Duration,
+) -> Result<Value, Failure> {
     let deadline = Instant::now() + timeout;
     // A unix connect can block when the listener's backlog is full: bound it with a thread.
     let (tx, rx) = mpsc::channel();
@@ -69,9 +73,7 @@ pub fn ask(path: &Path, request: &Value, timeout: Duration) -> Result<Value, Fai
     stream
         .set_write_timeout(Some(remaining(deadline).map_err(io)?))
         .map_err(io)?;
-    let mut line = request.to_string();
-    line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(io)?;
+    stream.write_all(request.to_line().as_bytes()).map_err(io)?;
     let mut answer = Vec::new();
     // One line; the daemon closes after it.
     let mut limited = (&stream).take(MAX_ANSWER + 1);
