@@ -12,7 +12,7 @@
 //! watchdog is kicked.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use control_proto::{Answer, ClientStatus, Status};
@@ -214,6 +214,12 @@ pub async fn drive<L: LocalLink>(
     tx.flush(&mut node, now).await;
     notifier.ready(&client::status_line(node.engine()));
     let mut roaming = Roaming::new(changes);
+    // One timer, reset only when the deadline moves (not a new Sleep per packet), and one
+    // clock read per wake-up, handed to everything the pass does.
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
+    let mut now = clock::now();
     let result = loop {
         roaming.before_sleep(node.engine_mut());
         let deadline = node
@@ -221,8 +227,12 @@ pub async fn drive<L: LocalLink>(
             .into_iter()
             .chain(notifier.next_watchdog())
             .min()
-            .unwrap_or_else(|| clock::now() + clock::IDLE_WAKE);
-        tokio::select! {
+            .unwrap_or(now + clock::IDLE_WAKE);
+        if armed != Some(deadline) {
+            sleep.as_mut().reset(clock::tokio_instant(deadline));
+            armed = Some(deadline);
+        }
+        now = tokio::select! {
             input = link.recv() => {
                 let now = clock::now();
                 match link.handle(now, &mut node, input, &mut tx).await {
@@ -230,6 +240,7 @@ pub async fn drive<L: LocalLink>(
                     Ok(Flow::Exit) => break Ok(()),
                     Err(e) => break Err(e),
                 }
+                now
             }
             read = tx.underlay.recv_from(&mut udp_buf) => {
                 let now = clock::now();
@@ -238,13 +249,19 @@ pub async fn drive<L: LocalLink>(
                         link.handle_datagram(now, &mut node, from, datagram, &mut tx).await;
                     }
                 }
+                now
             }
-            () = clock::sleep_until(deadline) => {
+            () = &mut sleep => {
                 // after a stall the engine resumes first; missed timers then fire once
-                node.handle_timeout(clock::now());
+                let now = clock::now();
+                node.handle_timeout(now);
+                armed = None;
+                now
             }
             event = roaming.next() => {
-                roaming.handle(node.engine_mut(), event);
+                let now = clock::now();
+                roaming.handle(node.engine_mut(), event, now);
+                now
             }
             Some(request) = control_rx.recv() => {
                 let answer = match &request.command {
@@ -270,6 +287,7 @@ pub async fn drive<L: LocalLink>(
                     other => client::operate(node.engine_mut(), other),
                 };
                 let _ = request.reply.send(answer);
+                clock::now()
             }
             signal = signals.next() => match signal {
                 SignalRequest::Stop => {
@@ -279,10 +297,11 @@ pub async fn drive<L: LocalLink>(
                 }
                 SignalRequest::Reload => {
                     link.reload(&mut node, &mut config);
+                    clock::now()
                 }
             }
-        }
-        tx.flush(&mut node, clock::now()).await;
+        };
+        tx.flush(&mut node, now).await;
         link.after_pass(&mut node).await;
         let mut changed = false;
         while let Some(event) = node.engine_mut().poll_event() {
@@ -290,7 +309,7 @@ pub async fn drive<L: LocalLink>(
             link.on_event(&node, &event).await;
             changed = true;
         }
-        notifier.kick(clock::now());
+        notifier.kick(now);
         if changed && notifier.enabled() {
             // only when something happened: this runs after every packet
             notifier.status(&client::status_line(node.engine()));

@@ -71,12 +71,17 @@ pub mod clock {
     /// or a loop kept busy by packets (tokio's timer wheel advances only when the driver turns)
     /// would never see it elapse. After a suspend it may wake up to one remaining wait late;
     /// the engine notices.
-    #[allow(clippy::disallowed_methods)] // the monotonic reading that anchors the mapping
     pub fn sleep_until(deadline: Instant) -> tokio::time::Sleep {
+        tokio::time::sleep_until(tokio_instant(deadline))
+    }
+
+    /// `deadline` on tokio's clock, mapped as [`sleep_until`] does: for a `Sleep` that is
+    /// kept and reset only when the deadline changes.
+    #[allow(clippy::disallowed_methods)] // the monotonic reading that anchors the mapping
+    pub fn tokio_instant(deadline: Instant) -> tokio::time::Instant {
         let monotonic = Instant::now();
         let ahead = now().saturating_duration_since(monotonic);
-        let at = deadline.checked_sub(ahead).unwrap_or(monotonic);
-        tokio::time::sleep_until(at.into())
+        deadline.checked_sub(ahead).unwrap_or(monotonic).into()
     }
 
     /// Wall-clock milliseconds since the Unix epoch, for event logs read by people.

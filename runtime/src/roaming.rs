@@ -9,13 +9,11 @@
 //! [`Roaming::handle`].
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use engine::Engine;
 use rand_core::RngCore as _;
 use tokio::sync::mpsc;
-
-use crate::clock;
 
 /// Longest a DNS lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,8 +85,7 @@ impl Roaming {
     }
 
     /// Hands what [`Roaming::next`] produced to the engine.
-    pub fn handle(&mut self, engine: &mut Engine, event: RoamingEvent) {
-        let now = clock::now();
+    pub fn handle(&mut self, engine: &mut Engine, event: RoamingEvent, now: Instant) {
         match event {
             RoamingEvent::NetworkChanged => {
                 self.network_changes += 1;
