@@ -2930,3 +2930,40 @@ fn stream_framing_feeds_the_guest_link() {
     let mut input = &[0x00u8, 0x10, 0x00, 0x01][..];
     assert!(d.next_frame(&mut input).is_err());
 }
+
+/// Fail closed below a guest: with every datacenter down the guest's packets go into a tunnel
+/// or nowhere (the sim refuses a datagram to any address but a gateway's), none reaches any
+/// inside network, and the first datacenter back carries them again.
+#[test]
+fn with_every_datacenter_down_the_guest_fails_closed() {
+    let mut sim = Sim::warm(Opts::new(2));
+    let syn = |seq: u32| {
+        tcp(
+            GUEST_V4.into(),
+            SERVER_V4.into(),
+            &Seg::new(40_001, 80, seq, 0, SYN),
+        )
+    };
+    sim.black = vec![true; 2];
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.guest.engine().all_down());
+    let mark = sim.inside.len();
+    for seq in 0..20 {
+        let g = sim.frame(&eth(SHIM_MAC, GUEST_MAC, ETH_IPV4, &syn(seq)));
+        assert!(
+            matches!(&g, Got::Nothing)
+                || matches!(&g, Got::Datagram(to, _) if sim.gateways.iter().any(|(a, _)| a == to)),
+            "into a tunnel or nowhere: {g:?}"
+        );
+        sim.run_for(Duration::from_millis(50));
+    }
+    assert_eq!(sim.inside.len(), mark, "nothing reached any datacenter");
+    // dc2 comes back: the guest's next packet goes through it
+    sim.black[1] = false;
+    sim.run_for(Duration::from_secs(1));
+    assert!(!sim.guest.engine().all_down());
+    assert_eq!(sim.guest.engine().active(), DcId(1));
+    sim.frame(&eth(SHIM_MAC, GUEST_MAC, ETH_IPV4, &syn(100)));
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(sim.inside_since(mark, 1).len(), 1, "the SYN through dc2");
+}
