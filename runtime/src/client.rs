@@ -546,13 +546,12 @@ pub fn log_event(engine: &Engine, event: &Event) {
 /// The engine's switch records for `events` and `status`, newest last: wall-clock time, from,
 /// to, reason, detection and the stall each caused.
 fn switch_records(engine: &Engine) -> Vec<SwitchEvent> {
-    let (now, unix_now) = (clock::now(), clock::unix_millis());
     engine
         .switches()
         .map(|r| {
-            let ago = millis(now.saturating_duration_since(r.at));
             SwitchEvent {
-                unix_ms: unix_now.saturating_sub(ago),
+                // the same switch shows the same time in every answer
+                unix_ms: clock::unix_millis_at(r.at),
                 from: r.from.clone(),
                 to: r.to.clone(),
                 reason: r.reason.label().to_owned(),

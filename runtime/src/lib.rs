@@ -84,6 +84,22 @@ pub mod clock {
         deadline.checked_sub(ahead).unwrap_or(monotonic).into()
     }
 
+    /// The wall-clock time of `t` (an instant of [`now`]'s clock), in milliseconds since the
+    /// Unix epoch, for event logs read by people: mapped through one reading of both clocks
+    /// taken at the first call, so the same instant always gives the same time.
+    pub fn unix_millis_at(t: Instant) -> u64 {
+        static BASE: OnceLock<(Instant, u64)> = OnceLock::new();
+        let (base, unix) = *BASE.get_or_init(|| (now(), unix_millis()));
+        // signed nanoseconds from the base, floored to milliseconds either side of it
+        let offset = if t >= base {
+            i128::try_from((t - base).as_nanos()).unwrap_or(i128::MAX)
+        } else {
+            -i128::try_from((base - t).as_nanos()).unwrap_or(i128::MAX)
+        };
+        let ms = i128::from(unix).saturating_add(offset.div_euclid(1_000_000));
+        u64::try_from(ms.max(0)).unwrap_or(u64::MAX)
+    }
+
     /// Wall-clock milliseconds since the Unix epoch, for event logs read by people.
     #[allow(clippy::disallowed_methods)] // wall time for display only, never for timers
     pub fn unix_millis() -> u64 {
@@ -95,6 +111,16 @@ pub mod clock {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn an_instant_always_has_the_same_wall_clock_time() {
+            let t = now();
+            let a = unix_millis_at(t);
+            std::thread::sleep(Duration::from_millis(3));
+            assert_eq!(unix_millis_at(t), a);
+            assert_eq!(unix_millis_at(t + Duration::from_secs(2)), a + 2000);
+            assert!(a.abs_diff(unix_millis()) < 1000);
+        }
 
         #[test]
         fn boot_time_advances_with_monotonic_time() {
