@@ -22,6 +22,9 @@
 mod batch;
 pub mod gateway;
 pub mod resolve;
+/// The datacenter side of a simulation, for the simulation tests of every front end.
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use batch::Batch;
 pub use resolve::Lookup;

@@ -9,12 +9,11 @@
     clippy::panic
 )] // a test fails by panicking
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use engine::gateway::{Gateway, GatewayClient, GatewayConfig, GatewayEvent, ReturnPath};
+use engine::testkit::Net;
 use engine::{DatacenterConfig, DcId, Engine, EngineConfig, Event};
 use probe::{Policy, ProbeConfig, SwitchReason};
 use sessionkeeper::StableAddresses;
@@ -23,45 +22,13 @@ use tunnel::{AllowedIps, Outcome, PeerConfig, PrivateKey};
 const CLIENT: &str = "198.18.0.1:40000";
 const GW_INNER: [u8; 4] = [100, 96, 0, 1];
 
-#[derive(Clone, Copy, Default)]
-struct Link {
-    /// client → gateway
-    loss_up: f64,
-    /// gateway → client
-    loss_down: f64,
-    delay: Duration,
-    black_up: bool,
-    black_down: bool,
-}
-
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct InFlight {
-    at: Instant,
-    order: u64,
-    to_client: bool,
-    dc: usize,
-    bytes: Vec<u8>,
-}
-
 struct Sim {
-    t0: Instant,
-    now: Instant,
+    /// the datacenters, their links, what is in flight, the virtual clock
+    net: Net,
     client: Engine,
-    gateways: Vec<(SocketAddr, Gateway)>,
-    links: Vec<Link>,
-    queue: BinaryHeap<Reverse<InFlight>>,
-    order: u64,
-    rng: u64,
     switches: Vec<(Duration, DcId, DcId, SwitchReason, Option<Duration>)>,
-    claims: Vec<(Duration, usize, GatewayEvent)>,
-    /// how the gateways' claims turn out: landed, failed, or left unanswered (`None`)
-    claim_result: Option<bool>,
-    /// packets gateways delivered to their inside network: (time, datacenter, packet)
-    inside: Vec<(Duration, usize, Vec<u8>)>,
     out: Vec<u8>,
-    out2: Vec<u8>,
     batch: engine::Batch,
-    gw_batch: engine::Batch,
     /// what a reload needs to rebuild the client's configuration
     client_key: PrivateKey,
     dc_keys: Vec<(SocketAddr, tunnel::PublicKey)>,
@@ -133,36 +100,18 @@ impl Sim {
             .iter()
             .map(|(a, g)| (*a, *g.responder().public_key()))
             .collect();
-        let links = vec![
-            Link {
-                delay: Duration::from_millis(1),
-                ..Link::default()
-            };
-            n
-        ];
         Self {
-            t0,
-            now: t0,
+            net: Net::new(
+                t0,
+                gateways,
+                CLIENT.parse().unwrap(),
+                Duration::from_millis(1),
+                seed,
+            ),
             client,
-            gateways,
-            links,
-            queue: BinaryHeap::new(),
-            order: 0,
-            // splitmix64 of the seed: small seeds must not give near-zero first draws
-            rng: {
-                let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                (z ^ (z >> 31)) | 1
-            },
             switches: Vec::new(),
-            claims: Vec::new(),
-            claim_result: Some(true),
-            inside: Vec::new(),
             out: vec![0; 70_000],
-            out2: vec![0; 70_000],
             batch: engine::Batch::for_datagrams(4),
-            gw_batch: engine::Batch::for_datagrams(4),
             dc_keys,
             client_key,
             seed,
@@ -171,35 +120,11 @@ impl Sim {
     }
 
     fn random(&mut self) -> f64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn send(&mut self, to_client: bool, dc: usize, bytes: Vec<u8>) {
-        let link = self.links[dc];
-        let (black, loss) = if to_client {
-            (link.black_down, link.loss_down)
-        } else {
-            (link.black_up, link.loss_up)
-        };
-        if black || (loss > 0.0 && self.random() < loss) {
-            return;
-        }
-        self.order += 1;
-        let at = self.now + link.delay;
-        self.queue.push(Reverse(InFlight {
-            at,
-            order: self.order,
-            to_client,
-            dc,
-            bytes,
-        }));
+        self.net.random()
     }
 
     fn elapsed(&self) -> Duration {
-        self.now - self.t0
+        self.net.elapsed()
     }
 
     fn collect_events(&mut self) {
@@ -216,63 +141,46 @@ impl Sim {
             }
             self.events.push(e);
         }
-        for i in 0..self.gateways.len() {
-            self.gateway_work(i);
-        }
+        self.net.collect();
     }
 
     /// Runs until `until` (relative to the start), event by event.
     fn run_until(&mut self, until: Duration) {
-        let end = self.t0 + until;
+        let end = self.net.t0 + until;
         loop {
-            let mut next = end;
-            if let Some(Reverse(f)) = self.queue.peek() {
-                next = next.min(f.at);
-            }
-            if let Some(t) = self.client.poll_timeout() {
-                next = next.min(t);
-            }
-            for (_, g) in &self.gateways {
-                if let Some(t) = g.poll_timeout() {
-                    next = next.min(t);
-                }
-            }
+            let next = [self.net.poll_timeout(), self.client.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .fold(end, Instant::min);
             if next > end {
                 break;
             }
-            self.now = self.now.max(next);
-            // deliveries due now
-            while self.queue.peek().is_some_and(|Reverse(f)| f.at <= self.now) {
-                let Reverse(f) = self.queue.pop().unwrap();
-                self.deliver(f);
+            self.net.now = self.net.now.max(next);
+            // deliveries due now, in order
+            while let Some((from, bytes)) = self.net.pop_due() {
+                self.deliver(from, &bytes);
             }
-            if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
-                self.client.handle_timeout(self.now);
+            if self
+                .client
+                .poll_timeout()
+                .is_some_and(|t| t <= self.net.now)
+            {
+                self.client.handle_timeout(self.net.now);
                 self.client_transmits();
             }
-            for i in 0..self.gateways.len() {
-                if self.gateways[i]
-                    .1
-                    .poll_timeout()
-                    .is_some_and(|t| t <= self.now)
-                {
-                    let now = self.now;
-                    self.gateways[i].1.handle_timeout(now);
-                    self.gateway_work(i);
-                }
-            }
+            self.net.handle_timeouts();
             self.collect_events();
-            if self.now >= end {
+            if self.net.now >= end {
                 break;
             }
         }
-        self.now = end;
+        self.net.now = end;
     }
 
     /// Sends everything the client's `poll_transmit` hands out, batch after batch.
     fn client_transmits(&mut self) {
         loop {
-            self.client.poll_transmit(self.now, &mut self.batch);
+            self.client.poll_transmit(self.net.now, &mut self.batch);
             if self.batch.is_empty() {
                 return;
             }
@@ -283,60 +191,19 @@ impl Sim {
                 .collect();
             self.batch.clear();
             for (to, d) in sends {
-                let dc = self.gateways.iter().position(|(a, _)| *a == to).unwrap();
-                self.send(false, dc, d);
+                self.net.send_up(to, d);
             }
         }
     }
 
-    /// What gateway `i`'s front end does after each call: every claim turns out as
-    /// `claim_result` says at once (the sim's inside network is ideal), then what it has to
-    /// send goes.
-    fn gateway_work(&mut self, i: usize) {
-        let now = self.now;
-        while let Some(e) = self.gateways[i].1.poll_event() {
-            self.claims.push((now - self.t0, i, e));
-            if let (GatewayEvent::Claim(peer), Some(landed)) = (e, self.claim_result) {
-                self.gateways[i].1.claim_done(now, peer, landed);
-            }
+    /// A datagram for the client.
+    fn deliver(&mut self, from: SocketAddr, bytes: &[u8]) {
+        let now = self.net.now;
+        if let Outcome::Transmit(t) = self.client.handle_datagram(now, from, bytes, &mut self.out) {
+            let reply = t.datagram.to_vec();
+            self.net.send_up(from, reply);
         }
-        loop {
-            self.gateways[i].1.poll_transmit(&mut self.gw_batch);
-            if self.gw_batch.is_empty() {
-                return;
-            }
-            let sends: Vec<Vec<u8>> = self.gw_batch.iter().map(|t| t.datagram.to_vec()).collect();
-            self.gw_batch.clear();
-            for d in sends {
-                self.send(true, i, d);
-            }
-        }
-    }
-
-    fn deliver(&mut self, f: InFlight) {
-        let now = self.now;
-        if f.to_client {
-            let from = self.gateways[f.dc].0;
-            if let Outcome::Transmit(t) =
-                self.client
-                    .handle_datagram(now, from, &f.bytes, &mut self.out)
-            {
-                let reply = t.datagram.to_vec();
-                self.send(false, f.dc, reply);
-            }
-            self.client_transmits();
-        } else {
-            let gw = &mut self.gateways[f.dc].1;
-            match gw.handle_datagram(now, CLIENT.parse().unwrap(), &f.bytes, &mut self.out2) {
-                Outcome::Transmit(t) => {
-                    let reply = t.datagram.to_vec();
-                    self.send(true, f.dc, reply);
-                }
-                Outcome::Deliver(p) => self.inside.push((now - self.t0, f.dc, p.to_vec())),
-                _ => {}
-            }
-            self.gateway_work(f.dc);
-        }
+        self.client_transmits();
         self.collect_events();
     }
 
@@ -376,10 +243,10 @@ fn warm(n: usize, seed: u64, policy: Policy) -> Sim {
         .iter()
         .all(|d| d.health == probe::PathHealth::Up));
     assert!(
-        sim.gateways[0].1.claimed(tunnel::PeerId(0)),
+        sim.net.gateways[0].1.claimed(tunnel::PeerId(0)),
         "dc1 claims the stable address"
     );
-    assert!(!sim.gateways[1].1.claimed(tunnel::PeerId(0)));
+    assert!(!sim.net.gateways[1].1.claimed(tunnel::PeerId(0)));
     sim
 }
 
@@ -391,8 +258,8 @@ fn blackhole_of_the_active_datacenter_switches_within_100ms() {
         let phase = Duration::from_micros((sim.random() * 40_000.0) as u64);
         let fail_at = Duration::from_secs(2) + phase;
         sim.run_until(fail_at);
-        sim.links[0].black_up = true;
-        sim.links[0].black_down = true;
+        sim.net.links[0].black_up = true;
+        sim.net.links[0].black_down = true;
         sim.run_until(fail_at + Duration::from_secs(3));
         let s = sim.switches_after(Duration::ZERO);
         assert_eq!(s.len(), 1, "exactly one switch: {s:?}");
@@ -407,6 +274,7 @@ fn blackhole_of_the_active_datacenter_switches_within_100ms() {
         detections.push(took);
         // the new gateway claimed at once; the old one (unreachable) released on its timeout
         let claim = sim
+            .net
             .claims
             .iter()
             .find(|c| c.1 == 1 && matches!(c.2, GatewayEvent::Claim(_)))
@@ -417,6 +285,7 @@ fn blackhole_of_the_active_datacenter_switches_within_100ms() {
             claim.0 - at
         );
         assert!(sim
+            .net
             .claims
             .iter()
             .any(|c| c.1 == 0 && matches!(c.2, GatewayEvent::Release(_))));
@@ -436,9 +305,9 @@ fn one_way_loss_in_either_direction_is_a_failure() {
     for up in [true, false] {
         let mut sim = warm(3, 7, priority());
         if up {
-            sim.links[0].black_up = true;
+            sim.net.links[0].black_up = true;
         } else {
-            sim.links[0].black_down = true;
+            sim.net.links[0].black_down = true;
         }
         sim.run_until(Duration::from_secs(4));
         let s = sim.switches_after(Duration::ZERO);
@@ -456,6 +325,7 @@ fn one_way_loss_in_either_direction_is_a_failure() {
             // the gateway still hears the client: the Standby intent reaches it and it releases
             // at once rather than after the claim timeout
             let release = sim
+                .net
                 .claims
                 .iter()
                 .find(|c| c.1 == 0 && matches!(c.2, GatewayEvent::Release(_)))
@@ -484,17 +354,17 @@ fn a_download_still_arriving_does_not_hide_a_failure_towards_the_datacenter() {
     // down dc1's tunnel for the whole second after (a sender that does not need the client's
     // ACKs soon, or one draining a large window): authenticated inbound data, but no replies.
     let mut sim = warm(2, 23, priority());
-    sim.links[0].black_up = true;
+    sim.net.links[0].black_up = true;
     let mut out = vec![0u8; 70_000];
     for ms in 0..1_000u32 {
         sim.run_until(Duration::from_secs(2) + Duration::from_millis(u64::from(ms)));
         let seg = download_segment(ms * 1_000);
-        let t = sim.gateways[0]
+        let t = sim.net.gateways[0]
             .1
             .handle_inside_packet(&seg, &mut out)
             .expect("the gateway encrypts the download");
         let d = t.datagram.to_vec();
-        sim.send(true, 0, d);
+        sim.net.send(true, 0, d);
     }
     sim.run_until(Duration::from_secs(3));
     let s = sim.switches_after(Duration::ZERO);
@@ -510,8 +380,8 @@ fn a_download_still_arriving_does_not_hide_a_failure_towards_the_datacenter() {
 #[test]
 fn five_percent_random_loss_for_ten_minutes_causes_no_switch() {
     let mut sim = warm(3, 11, priority());
-    sim.links[0].loss_up = 0.05;
-    sim.links[0].loss_down = 0.05;
+    sim.net.links[0].loss_up = 0.05;
+    sim.net.links[0].loss_down = 0.05;
     sim.run_until(Duration::from_secs(602));
     assert!(
         sim.switches.is_empty(),
@@ -528,8 +398,8 @@ fn five_percent_random_loss_for_ten_minutes_causes_no_switch() {
 #[test]
 fn thirty_percent_loss_switches() {
     let mut sim = warm(3, 13, priority());
-    sim.links[0].loss_up = 0.3;
-    sim.links[0].loss_down = 0.3;
+    sim.net.links[0].loss_up = 0.3;
+    sim.net.links[0].loss_down = 0.3;
     sim.run_until(Duration::from_secs(10));
     let s = sim.switches_after(Duration::ZERO);
     assert_eq!(s.len(), 1, "{s:?}");
@@ -549,12 +419,12 @@ fn a_flapping_datacenter_is_damped() {
     let mut sim = warm(2, 17, priority());
     let mut t = Duration::from_secs(2);
     for _ in 0..10 {
-        sim.links[0].black_up = true;
-        sim.links[0].black_down = true;
+        sim.net.links[0].black_up = true;
+        sim.net.links[0].black_down = true;
         t += Duration::from_millis(300);
         sim.run_until(t);
-        sim.links[0].black_up = false;
-        sim.links[0].black_down = false;
+        sim.net.links[0].black_up = false;
+        sim.net.links[0].black_down = false;
         t += Duration::from_secs(2);
         sim.run_until(t);
     }
@@ -576,9 +446,9 @@ fn a_flapping_datacenter_is_damped() {
 #[test]
 fn a_latency_spike_shorter_than_the_budget_causes_no_switch() {
     let mut sim = warm(3, 19, priority());
-    sim.links[0].delay = Duration::from_millis(55);
+    sim.net.links[0].delay = Duration::from_millis(55);
     sim.run_until(Duration::from_millis(2060));
-    sim.links[0].delay = Duration::from_millis(1);
+    sim.net.links[0].delay = Duration::from_millis(1);
     sim.run_until(Duration::from_secs(5));
     assert!(sim.switches.is_empty(), "{:?}", sim.switches);
 }
@@ -595,7 +465,7 @@ fn all_down_then_one_back() {
         [&Event::AllDown, &Event::AnyUp]
     );
     sim.events.clear();
-    for l in &mut sim.links {
+    for l in &mut sim.net.links {
         l.black_up = true;
         l.black_down = true;
     }
@@ -611,8 +481,8 @@ fn all_down_then_one_back() {
     assert_eq!(count(&sim, Event::AnyUp), 0);
     assert!(sim.client.all_down());
     let back = Duration::from_secs(5);
-    sim.links[2].black_up = false;
-    sim.links[2].black_down = false;
+    sim.net.links[2].black_up = false;
+    sim.net.links[2].black_down = false;
     sim.run_until(Duration::from_secs(7));
     let s = sim.switches_after(back);
     assert_eq!(s.len(), 1, "{s:?}");
@@ -622,7 +492,7 @@ fn all_down_then_one_back() {
         took <= Duration::from_millis(40),
         "recovery took {took:?}: one interval plus one RTT"
     );
-    assert!(sim.gateways[2].1.claimed(tunnel::PeerId(0)));
+    assert!(sim.net.gateways[2].1.claimed(tunnel::PeerId(0)));
     assert_eq!(count(&sim, Event::AnyUp), 1, "{:?}", sim.events);
     assert_eq!(count(&sim, Event::AllDown), 1);
     let up = sim.events.iter().position(|e| *e == Event::AnyUp).unwrap();
@@ -637,13 +507,13 @@ fn all_down_then_one_back() {
 #[test]
 fn failback_waits_for_the_hold_down() {
     let mut sim = warm(3, 29, priority());
-    sim.links[0].black_up = true;
-    sim.links[0].black_down = true;
+    sim.net.links[0].black_up = true;
+    sim.net.links[0].black_down = true;
     sim.run_until(Duration::from_secs(4));
     assert_eq!(sim.client.active(), DcId(1));
     let restored = Duration::from_secs(4);
-    sim.links[0].black_up = false;
-    sim.links[0].black_down = false;
+    sim.net.links[0].black_up = false;
+    sim.net.links[0].black_down = false;
     sim.run_until(Duration::from_secs(8));
     let s = sim.switches_after(restored);
     assert_eq!(s.len(), 1, "{s:?}");
@@ -654,19 +524,19 @@ fn failback_waits_for_the_hold_down() {
         "failback after {took:?}"
     );
     assert!(
-        sim.gateways[0].1.claimed(tunnel::PeerId(0))
-            && !sim.gateways[1].1.claimed(tunnel::PeerId(0))
+        sim.net.gateways[0].1.claimed(tunnel::PeerId(0))
+            && !sim.net.gateways[1].1.claimed(tunnel::PeerId(0))
     );
 }
 
 #[test]
 fn without_failback_traffic_stays() {
     let mut sim = warm(2, 31, Policy::Priority { failback: false });
-    sim.links[0].black_up = true;
-    sim.links[0].black_down = true;
+    sim.net.links[0].black_up = true;
+    sim.net.links[0].black_down = true;
     sim.run_until(Duration::from_secs(3));
-    sim.links[0].black_up = false;
-    sim.links[0].black_down = false;
+    sim.net.links[0].black_up = false;
+    sim.net.links[0].black_down = false;
     sim.run_until(Duration::from_secs(10));
     assert_eq!(sim.switches.len(), 1);
     assert_eq!(sim.client.active(), DcId(1));
@@ -683,7 +553,7 @@ fn foreign_sources_never_enter_a_tunnel() {
     p[16..20].copy_from_slice(&[198, 19, 0, 100]);
     p[24..26].copy_from_slice(&8u16.to_be_bytes());
     let mut out = vec![0u8; 70_000];
-    let now = sim.now;
+    let now = sim.net.now;
     assert_eq!(
         sim.client.handle_local(now, &mut p, &mut out).unwrap_err(),
         engine::LocalDrop::SourceNotLocal
@@ -703,7 +573,7 @@ fn foreign_sources_never_enter_a_tunnel() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        t.to, sim.gateways[0].0,
+        t.to, sim.net.gateways[0].0,
         "traffic goes to the active datacenter"
     );
 }
@@ -713,7 +583,7 @@ fn a_far_datacenter_stays_up() {
     // 150 ms round trip: replies arrive after the silence budget's capped RTO, yet no probe may
     // be judged lost before its reply can arrive
     let mut sim = Sim::new(2, 43, priority());
-    for l in &mut sim.links {
+    for l in &mut sim.net.links {
         l.delay = Duration::from_millis(75);
     }
     sim.run_until(Duration::from_secs(60));
@@ -729,16 +599,16 @@ fn five_percent_loss_right_after_failovers_causes_no_switch() {
     // The lab soak found this: after failovers a tunnel's loss window starts afresh, and a
     // verdict on few samples is noise. Fail dc1 and fail back, then 10 minutes at 5 % each way.
     let mut sim = warm(2, 47, priority());
-    sim.links[0].black_up = true;
-    sim.links[0].black_down = true;
+    sim.net.links[0].black_up = true;
+    sim.net.links[0].black_down = true;
     sim.run_until(Duration::from_secs(3));
-    sim.links[0].black_up = false;
-    sim.links[0].black_down = false;
+    sim.net.links[0].black_up = false;
+    sim.net.links[0].black_down = false;
     sim.run_until(Duration::from_secs(6));
     assert_eq!(sim.client.active(), DcId(0), "failed back");
     let before = sim.switches.len();
-    sim.links[0].loss_up = 0.05;
-    sim.links[0].loss_down = 0.05;
+    sim.net.links[0].loss_up = 0.05;
+    sim.net.links[0].loss_down = 0.05;
     sim.run_until(Duration::from_secs(606));
     assert_eq!(
         sim.switches.len(),
@@ -759,18 +629,18 @@ fn a_recovering_active_tunnel_is_probed_fast_when_overdue() {
     let mut sim = warm(2, 53, priority());
     let mut t = Duration::from_secs(2);
     for _ in 0..5 {
-        sim.links[0].black_up = true;
-        sim.links[0].black_down = true;
+        sim.net.links[0].black_up = true;
+        sim.net.links[0].black_down = true;
         t += Duration::from_millis(300);
         sim.run_until(t);
-        sim.links[0].black_up = false;
-        sim.links[0].black_down = false;
+        sim.net.links[0].black_up = false;
+        sim.net.links[0].black_down = false;
         t += Duration::from_millis(300);
         sim.run_until(t);
     }
     assert!(sim.client.status()[0].suppressed);
-    sim.links[1].black_up = true;
-    sim.links[1].black_down = true;
+    sim.net.links[1].black_up = true;
+    sim.net.links[1].black_down = true;
     t += Duration::from_secs(1);
     sim.run_until(t);
     assert_eq!(
@@ -780,8 +650,8 @@ fn a_recovering_active_tunnel_is_probed_fast_when_overdue() {
     );
     assert_eq!(sim.client.status()[0].health, probe::PathHealth::Recovering);
     let flaps = sim.client.status()[0].probes.flaps;
-    sim.links[0].loss_up = 0.15;
-    sim.links[0].loss_down = 0.15;
+    sim.net.links[0].loss_up = 0.15;
+    sim.net.links[0].loss_down = 0.15;
     sim.run_until(t + Duration::from_secs(120));
     assert_eq!(sim.client.status()[0].health, probe::PathHealth::Recovering);
     assert_eq!(
@@ -827,24 +697,28 @@ fn recovery_run(recovery: bool) -> (Sim, Vec<u8>, Duration) {
     let mut first = tcp_segment(1_000, 9_000, &[1; 500]);
     let t = sim
         .client
-        .handle_local(sim.now, &mut first, &mut out)
+        .handle_local(sim.net.now, &mut first, &mut out)
         .unwrap()
         .unwrap();
     let d = t.datagram.to_vec();
-    sim.send(false, 0, d);
+    sim.net.send(false, 0, d);
     sim.run_until(Duration::from_millis(2_010));
-    assert!(sim.inside.iter().any(|(_, dc, p)| *dc == 0 && *p == first));
+    assert!(sim
+        .net
+        .inside
+        .iter()
+        .any(|(_, dc, p)| *dc == 0 && *p == first));
     // dc1 fails; the next segment is lost with it
-    sim.links[0].black_up = true;
-    sim.links[0].black_down = true;
+    sim.net.links[0].black_up = true;
+    sim.net.links[0].black_down = true;
     let mut lost = tcp_segment(1_500, 9_000, &[2; 500]);
     let t = sim
         .client
-        .handle_local(sim.now, &mut lost, &mut out)
+        .handle_local(sim.net.now, &mut lost, &mut out)
         .unwrap()
         .unwrap();
     let d = t.datagram.to_vec();
-    sim.send(false, 0, d);
+    sim.net.send(false, 0, d);
     sim.run_until(Duration::from_millis(2_400));
     let switched = sim.switches_after(Duration::ZERO)[0].0;
     (sim, lost, switched)
@@ -854,12 +728,18 @@ fn recovery_run(recovery: bool) -> (Sim, Vec<u8>, Duration) {
 fn switch_over_recovery_resends_through_the_new_gateway_after_its_claim() {
     let (sim, lost, switched) = recovery_run(true);
     let claimed = sim
+        .net
         .claims
         .iter()
         .find(|(_, dc, e)| *dc == 1 && matches!(e, GatewayEvent::Claim(_)))
         .map(|c| c.0)
         .expect("dc2 claims");
-    let resent: Vec<_> = sim.inside.iter().filter(|(_, dc, _)| *dc == 1).collect();
+    let resent: Vec<_> = sim
+        .net
+        .inside
+        .iter()
+        .filter(|(_, dc, _)| *dc == 1)
+        .collect();
     assert!(
         resent.iter().any(|(_, _, p)| *p == lost),
         "the lost segment, verbatim, through dc2"
@@ -889,7 +769,7 @@ fn switch_over_recovery_resends_through_the_new_gateway_after_its_claim() {
 #[test]
 fn without_recovery_nothing_is_resent() {
     let (sim, _, _) = recovery_run(false);
-    assert!(sim.inside.iter().all(|(_, dc, _)| *dc == 0));
+    assert!(sim.net.inside.iter().all(|(_, dc, _)| *dc == 0));
     assert_eq!(sim.client.keeper_stats().recovery_segments, 0);
 }
 
@@ -936,7 +816,7 @@ fn handshakes(sim: &Sim) -> Vec<u64> {
 fn drain_moves_traffic_off_and_keeps_it_off_until_undrained() {
     let mut sim = warm(3, 41, priority());
     let t = sim.elapsed();
-    let now = sim.now;
+    let now = sim.net.now;
     sim.client.set_drained(now, DcId(0), true).unwrap();
     sim.collect_events();
     assert_eq!(
@@ -947,13 +827,13 @@ fn drain_moves_traffic_off_and_keeps_it_off_until_undrained() {
         vec![(0, 1, SwitchReason::Drain)]
     );
     // drained, dc1 stays healthy but is never chosen again, also when dc2 fails
-    sim.links[1].black_up = true;
-    sim.links[1].black_down = true;
+    sim.net.links[1].black_up = true;
+    sim.net.links[1].black_down = true;
     sim.run_until(t + Duration::from_secs(3));
     assert_eq!(sim.client.active(), DcId(2), "{:?}", sim.switches);
     assert!(sim.client.is_drained(DcId(0)));
     // refused: switching to a drained datacenter, or to one that is down
-    let now = sim.now;
+    let now = sim.net.now;
     assert_eq!(
         sim.client.switch_to(now, DcId(0)),
         Err(engine::OperatorError::Drained)
@@ -976,7 +856,7 @@ fn drain_moves_traffic_off_and_keeps_it_off_until_undrained() {
 #[test]
 fn a_manual_switch_holds_against_failback_until_its_datacenter_fails() {
     let mut sim = warm(3, 42, priority());
-    let now = sim.now;
+    let now = sim.net.now;
     sim.client.switch_to(now, DcId(2)).unwrap();
     let t = sim.elapsed();
     sim.run_until(t + Duration::from_secs(5));
@@ -985,8 +865,8 @@ fn a_manual_switch_holds_against_failback_until_its_datacenter_fails() {
         DcId(2),
         "failback must not undo the operator"
     );
-    sim.links[2].black_up = true;
-    sim.links[2].black_down = true;
+    sim.net.links[2].black_up = true;
+    sim.net.links[2].black_down = true;
     sim.run_until(t + Duration::from_secs(6));
     assert_eq!(sim.client.active(), DcId(0), "{:?}", sim.switches);
 }
@@ -995,7 +875,7 @@ fn a_manual_switch_holds_against_failback_until_its_datacenter_fails() {
 fn a_reload_keeps_unchanged_tunnels_and_the_active_one() {
     let mut sim = warm(3, 43, priority());
     let before = handshakes(&sim);
-    let now = sim.now;
+    let now = sim.net.now;
     // dc3 dropped, dc1 and dc2 kept, probe interval changed
     let mut cfg = config_for(&sim, &[0, 1], priority());
     cfg.probe.interval = Duration::from_millis(30);
@@ -1016,7 +896,7 @@ fn a_reload_keeps_unchanged_tunnels_and_the_active_one() {
     // dc3 back, with a changed keepalive: built new, and it comes up
     let mut cfg = config_for(&sim, &[0, 1, 2], priority());
     cfg.datacenters[1].persistent_keepalive = Some(25);
-    let now = sim.now;
+    let now = sim.net.now;
     let report = sim.client.reconfigure(cfg, now).unwrap();
     assert_eq!(report.added, vec!["dc3".to_owned()]);
     assert_eq!(report.changed, vec!["dc2".to_owned()]);
@@ -1026,7 +906,7 @@ fn a_reload_keeps_unchanged_tunnels_and_the_active_one() {
     assert_eq!(sim.client.name(sim.client.active()), "dc1");
     // a new order is a new priority: traffic follows it (dc2, rebuilt again for its keepalive,
     // once it is up and past its hold-down)
-    let now = sim.now;
+    let now = sim.net.now;
     sim.client
         .reconfigure(config_for(&sim, &[1, 0, 2], priority()), now)
         .unwrap();
@@ -1036,7 +916,7 @@ fn a_reload_keeps_unchanged_tunnels_and_the_active_one() {
     // a changed stable address is refused and nothing changes
     let mut cfg = config_for(&sim, &[0], priority());
     cfg.stable.v4 = Some([100, 96, 0, 3].into());
-    let now = sim.now;
+    let now = sim.net.now;
     assert!(matches!(
         sim.client.reconfigure(cfg, now),
         Err(engine::EngineError::StableChanged)
@@ -1067,8 +947,8 @@ fn a_reload_keeps_unchanged_tunnels_and_the_active_one() {
 fn sleep_300s() -> (Sim, Duration) {
     let mut sim = warm(3, 44, priority());
     let gap = Duration::from_secs(300);
-    sim.queue.clear();
-    sim.now += gap;
+    sim.net.queue.clear();
+    sim.net.now += gap;
     let t = sim.elapsed();
     sim.run_until(t + Duration::from_secs(2));
     (sim, t)
@@ -1109,10 +989,11 @@ fn a_stall_is_noticed_and_blames_no_datacenter() {
     assert_eq!(sim.client.active(), DcId(0));
     // dc1's gateway released the silent client meanwhile and claims it again at once
     let reclaimed = sim
+        .net
         .claims
         .iter()
         .any(|(at, dc, e)| *at >= t && *dc == 0 && matches!(e, GatewayEvent::Claim(_)));
-    assert!(reclaimed, "{:?}", sim.claims);
+    assert!(reclaimed, "{:?}", sim.net.claims);
     assert!(sim
         .client
         .status()
@@ -1124,7 +1005,7 @@ fn a_stall_is_noticed_and_blames_no_datacenter() {
 fn a_wakeup_late_by_less_than_the_stall_bound_is_no_stall() {
     let mut sim = warm(3, 45, priority());
     // the loop was busy (or the machine loaded) for 200 ms: a real silence the probes judge
-    sim.now += Duration::from_millis(200);
+    sim.net.now += Duration::from_millis(200);
     let t = sim.elapsed();
     sim.run_until(t + Duration::from_secs(1));
     assert!(
@@ -1140,8 +1021,8 @@ fn a_wakeup_late_by_less_than_the_stall_bound_is_no_stall() {
 #[test]
 fn the_switch_record_carries_detection_and_the_stall_it_caused() {
     let mut sim = warm(2, 31, priority());
-    sim.links[0].black_up = true;
-    sim.links[0].black_down = true;
+    sim.net.links[0].black_up = true;
+    sim.net.links[0].black_down = true;
     sim.run_until(Duration::from_millis(2_500));
     let records: Vec<engine::SwitchRecord> = sim.client.switches().cloned().collect();
     assert_eq!(records.len(), 1, "{records:?}");
@@ -1160,13 +1041,13 @@ fn the_switch_record_carries_detection_and_the_stall_it_caused() {
     assert_eq!(sim.client.switch_count(SwitchReason::Failback), 0);
     // the first data packet through dc2, 600 ms after dc1 went silent, closes the record
     let mut out = vec![0u8; 70_000];
-    let t = sim.gateways[1]
+    let t = sim.net.gateways[1]
         .1
         .handle_inside_packet(&download_segment(1), &mut out)
         .expect("dc2 encrypts the download");
     let d = t.datagram.to_vec();
     sim.run_until(Duration::from_millis(2_600));
-    sim.send(true, 1, d);
+    sim.net.send(true, 1, d);
     sim.run_until(Duration::from_millis(2_700));
     let r = sim.client.switches().last().cloned().unwrap();
     let stall = r.stall.expect("the stall is known once data arrives");
@@ -1195,7 +1076,7 @@ fn endpoint_names_are_asked_for_answers_judged_and_asked_again() {
         host: "dc1.example".into(),
         port: 51820,
     };
-    let now = sim.now;
+    let now = sim.net.now;
     sim.client.reconfigure(cfg, now).unwrap();
     sim.client.handle_timeout(now);
     let asked = lookups(&mut sim);
@@ -1240,7 +1121,7 @@ fn endpoint_names_are_asked_for_answers_judged_and_asked_again() {
     sim.run_until(t + Duration::from_millis(1_100));
     assert_eq!(lookups(&mut sim).len(), 1);
     // a good answer becomes the endpoint, and the tunnel comes up
-    let now = sim.now;
+    let now = sim.net.now;
     sim.client.handle_resolved(now, "dc1", Ok(vec![dc1]), 0.0);
     sim.collect_events();
     assert!(sim.events.contains(&Event::EndpointResolved {
@@ -1256,26 +1137,27 @@ fn endpoint_names_are_asked_for_answers_judged_and_asked_again() {
         "a good answer is kept for a minute"
     );
     // dc1 going down has its name asked again (at most every 5 s): it may point elsewhere
-    sim.links[0].black_up = true;
-    sim.links[0].black_down = true;
+    sim.net.links[0].black_up = true;
+    sim.net.links[0].black_down = true;
     let t = sim.elapsed();
     sim.run_until(t + Duration::from_secs(6));
     assert_eq!(sim.client.status()[0].health, probe::PathHealth::Down);
     assert_eq!(lookups(&mut sim).len(), 1, "asked again after going down");
     // a failed lookup keeps the last good address
-    let now = sim.now;
+    let now = sim.net.now;
     sim.client
         .handle_resolved(now, "dc1", Err("SERVFAIL".into()), 0.5);
     assert_eq!(sim.client.status()[0].endpoint, Some(dc1));
     // a network change asks every name again at once
-    let now = sim.now + Duration::from_millis(1);
+    let now = sim.net.now + Duration::from_millis(1);
     sim.client.network_changed(now);
     sim.client.handle_timeout(now);
     assert_eq!(lookups(&mut sim).len(), 1);
 }
 
 fn gateway_events(sim: &Sim, dc: usize, of: fn(&GatewayEvent) -> bool) -> Vec<Duration> {
-    sim.claims
+    sim.net
+        .claims
         .iter()
         .filter(|(_, d, e)| *d == dc && of(e))
         .map(|(at, _, _)| *at)
@@ -1285,42 +1167,44 @@ fn gateway_events(sim: &Sim, dc: usize, of: fn(&GatewayEvent) -> bool) -> Vec<Du
 #[test]
 fn the_answer_to_a_claiming_probe_waits_for_the_claim() {
     let mut sim = Sim::new(2, 71, priority());
-    sim.claim_result = None;
+    sim.net.claim_result = None;
     sim.run_until(Duration::from_millis(500));
     let claims = gateway_events(&sim, 0, |e| matches!(e, GatewayEvent::Claim(_)));
-    assert_eq!(claims.len(), 1, "{:?}", sim.claims);
+    assert_eq!(claims.len(), 1, "{:?}", sim.net.claims);
     // the answer is held while the claim is being carried out …
     let mut batch = engine::Batch::for_datagrams(4);
-    sim.gateways[0].1.poll_transmit(&mut batch);
+    sim.net.gateways[0].1.poll_transmit(&mut batch);
     assert!(batch.is_empty());
     // … and goes out as soon as the front end says it landed
-    let now = sim.now;
-    sim.gateways[0].1.claim_done(now, tunnel::PeerId(0), true);
-    sim.gateways[0].1.poll_transmit(&mut batch);
+    let now = sim.net.now;
+    sim.net.gateways[0]
+        .1
+        .claim_done(now, tunnel::PeerId(0), true);
+    sim.net.gateways[0].1.poll_transmit(&mut batch);
     assert_eq!(batch.len(), 1);
     assert_eq!(batch.iter().next().unwrap().to, CLIENT.parse().unwrap());
-    assert!(sim.gateways[0].1.claimed(tunnel::PeerId(0)));
+    assert!(sim.net.gateways[0].1.claimed(tunnel::PeerId(0)));
 }
 
 #[test]
 fn a_failed_claim_is_tried_again_with_the_next_active_probe() {
     let mut sim = Sim::new(2, 72, priority());
-    sim.claim_result = Some(false);
+    sim.net.claim_result = Some(false);
     sim.run_until(Duration::from_millis(1_500));
     let claims = gateway_events(&sim, 0, |e| matches!(e, GatewayEvent::Claim(_)));
     assert!(claims.len() >= 3, "retried: {claims:?}");
-    assert!(!sim.gateways[0].1.claimed(tunnel::PeerId(0)));
+    assert!(!sim.net.gateways[0].1.claimed(tunnel::PeerId(0)));
     assert!(
         gateway_events(&sim, 0, |e| matches!(e, GatewayEvent::Announce(_))).is_empty(),
         "nothing to announce for a claim that failed"
     );
     // once claims work again, the next Active probe claims, and once only
-    sim.claim_result = Some(true);
+    sim.net.claim_result = Some(true);
     let before = claims.len();
     sim.run_until(Duration::from_millis(1_600));
     let claims = gateway_events(&sim, 0, |e| matches!(e, GatewayEvent::Claim(_)));
     assert_eq!(claims.len(), before + 1, "{claims:?}");
-    assert!(sim.gateways[0].1.claimed(tunnel::PeerId(0)));
+    assert!(sim.net.gateways[0].1.claimed(tunnel::PeerId(0)));
 }
 
 #[test]
@@ -1337,13 +1221,13 @@ fn a_claim_is_announced_again_only_while_its_client_probes_here() {
     // dc2 claims after dc1 fails; then dc2's path breaks too, before its first
     // re-announcement: the client's probes no longer reach it, so it announces nothing more
     // (it must not pull the return path back from wherever the client goes next)
-    sim.links[0].black_up = true;
-    sim.links[0].black_down = true;
+    sim.net.links[0].black_up = true;
+    sim.net.links[0].black_down = true;
     sim.run_until(Duration::from_millis(4_200));
     let dc2_claims = gateway_events(&sim, 1, |e| matches!(e, GatewayEvent::Claim(_)));
-    assert_eq!(dc2_claims.len(), 1, "{:?}", sim.claims);
-    sim.links[1].black_up = true;
-    sim.links[1].black_down = true;
+    assert_eq!(dc2_claims.len(), 1, "{:?}", sim.net.claims);
+    sim.net.links[1].black_up = true;
+    sim.net.links[1].black_down = true;
     sim.run_until(Duration::from_secs(9));
     let dc2_announced = gateway_events(&sim, 1, |e| matches!(e, GatewayEvent::Announce(_)));
     assert!(

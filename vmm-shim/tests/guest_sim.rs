@@ -23,13 +23,13 @@
 )] // a test fails by panicking
 
 use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use engine::gateway::{Gateway, GatewayClient, GatewayConfig, GatewayEvent, ReturnPath};
+use engine::gateway::{Gateway, GatewayClient, GatewayConfig, ReturnPath};
+use engine::testkit::Net;
 use engine::{DatacenterConfig, DcId, Engine, EngineConfig, Event};
 use probe::{Policy, ProbeConfig};
 use proptest::collection::vec;
@@ -37,7 +37,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use sessionkeeper::StableAddresses;
-use tunnel::{AllowedIps, Outcome, PeerConfig, PrivateKey};
+use tunnel::{AllowedIps, PeerConfig, PrivateKey};
 use vmm_shim::framing::{self, Decoder};
 use vmm_shim::guest::{MAX_FRAME, OUT_LEN, SHIM_MAC};
 use vmm_shim::{Action, GuestConfig, GuestDrop, GuestNet};
@@ -988,35 +988,15 @@ fn got(action: Action<'_>) -> Got {
     }
 }
 
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct InFlight {
-    at: Instant,
-    order: u64,
-    to_client: bool,
-    dc: usize,
-    bytes: Vec<u8>,
-}
-
 struct Sim {
-    t0: Instant,
-    now: Instant,
+    /// the datacenters, their links, what is in flight, the virtual clock
+    net: Net,
     guest: GuestNet,
-    gateways: Vec<(SocketAddr, Gateway)>,
-    /// per datacenter: everything lost both ways
-    black: Vec<bool>,
-    delay: Duration,
-    queue: BinaryHeap<Reverse<InFlight>>,
-    order: u64,
     switches: Vec<(Duration, usize, usize)>,
-    claims: Vec<(Duration, usize, GatewayEvent)>,
-    /// packets gateways delivered to their inside network: (time, datacenter, packet)
-    inside: Vec<(Duration, usize, Vec<u8>)>,
     /// frames the guest received from the underlay side and the shim's timers
     to_guest: Vec<Vec<u8>>,
     out: Vec<u8>,
     batch: engine::Batch,
-    gw_batch: engine::Batch,
-    out2: Vec<u8>,
 }
 
 impl Sim {
@@ -1025,22 +1005,18 @@ impl Sim {
         let t0 = Instant::now();
         let (guest, gateways) = build(opts, t0);
         Self {
-            t0,
-            now: t0,
+            net: Net::new(
+                t0,
+                gateways,
+                CLIENT.parse().unwrap(),
+                Duration::from_millis(1),
+                opts.seed,
+            ),
             guest,
-            black: vec![false; gateways.len()],
-            gateways,
-            delay: Duration::from_millis(1),
-            queue: BinaryHeap::new(),
-            order: 0,
             switches: Vec::new(),
-            claims: Vec::new(),
-            inside: Vec::new(),
             to_guest: Vec::new(),
             out: vec![0; OUT_LEN],
             batch: engine::Batch::for_datagrams(4),
-            gw_batch: engine::Batch::for_datagrams(4),
-            out2: vec![0; OUT_LEN],
         }
     }
 
@@ -1056,47 +1032,28 @@ impl Sim {
             .status()
             .iter()
             .all(|d| d.established && d.health == probe::PathHealth::Up));
-        assert!(sim.gateways[0].1.claimed(tunnel::PeerId(0)));
+        assert!(sim.net.gateways[0].1.claimed(tunnel::PeerId(0)));
         sim
     }
 
     fn elapsed(&self) -> Duration {
-        self.now - self.t0
+        self.net.elapsed()
     }
 
-    fn send(&mut self, to_client: bool, dc: usize, bytes: Vec<u8>) {
-        if self.black[dc] {
-            return;
-        }
-        self.order += 1;
-        self.queue.push(Reverse(InFlight {
-            at: self.now + self.delay,
-            order: self.order,
-            to_client,
-            dc,
-            bytes,
-        }));
-    }
-
-    /// A datagram from the client to the gateway at `to`.
-    fn send_up(&mut self, to: SocketAddr, bytes: Vec<u8>) {
-        let dc = self
-            .gateways
-            .iter()
-            .position(|(a, _)| *a == to)
-            .unwrap_or_else(|| panic!("a datagram to {to}, no gateway's address"));
-        self.send(false, dc, bytes);
+    /// Everything lost both ways on datacenter `dc`'s link, or nothing.
+    fn black(&mut self, dc: usize, black: bool) {
+        let link = &mut self.net.links[dc];
+        link.black_up = black;
+        link.black_down = black;
     }
 
     fn collect(&mut self) {
         while let Some(e) = self.guest.engine_mut().poll_event() {
             if let Event::Switched { from, to, .. } = e {
-                self.switches.push((self.now - self.t0, from.0, to.0));
+                self.switches.push((self.elapsed(), from.0, to.0));
             }
         }
-        for i in 0..self.gateways.len() {
-            self.gateway_work(i);
-        }
+        self.net.collect();
         while let Some(f) = self.guest.poll_guest_frame() {
             self.to_guest.push(f);
         }
@@ -1108,55 +1065,36 @@ impl Sim {
 
     /// Runs until `until` (from the start), event by event.
     fn run_until(&mut self, until: Duration) {
-        let end = self.t0 + until;
+        let end = self.net.t0 + until;
         loop {
-            let mut next = end;
-            if let Some(Reverse(f)) = self.queue.peek() {
-                next = next.min(f.at);
-            }
-            if let Some(t) = self.guest.poll_timeout() {
-                next = next.min(t);
-            }
-            for (_, g) in &self.gateways {
-                if let Some(t) = g.poll_timeout() {
-                    next = next.min(t);
-                }
-            }
+            let next = [self.net.poll_timeout(), self.guest.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .fold(end, Instant::min);
             if next > end {
                 break;
             }
-            self.now = self.now.max(next);
-            while self.queue.peek().is_some_and(|Reverse(f)| f.at <= self.now) {
-                let Reverse(f) = self.queue.pop().unwrap();
-                self.deliver(f);
+            self.net.now = self.net.now.max(next);
+            while let Some((from, bytes)) = self.net.pop_due() {
+                self.deliver(from, &bytes);
             }
-            if self.guest.poll_timeout().is_some_and(|t| t <= self.now) {
-                self.guest.handle_timeout(self.now);
+            if self.guest.poll_timeout().is_some_and(|t| t <= self.net.now) {
+                self.guest.handle_timeout(self.net.now);
                 self.guest_transmits();
             }
-            for i in 0..self.gateways.len() {
-                if self.gateways[i]
-                    .1
-                    .poll_timeout()
-                    .is_some_and(|t| t <= self.now)
-                {
-                    let now = self.now;
-                    self.gateways[i].1.handle_timeout(now);
-                    self.gateway_work(i);
-                }
-            }
+            self.net.handle_timeouts();
             self.collect();
-            if self.now >= end {
+            if self.net.now >= end {
                 break;
             }
         }
-        self.now = end;
+        self.net.now = end;
     }
 
     /// Sends everything the shim's `poll_transmit` hands out, batch after batch.
     fn guest_transmits(&mut self) {
         loop {
-            self.guest.poll_transmit(self.now, &mut self.batch);
+            self.guest.poll_transmit(self.net.now, &mut self.batch);
             if self.batch.is_empty() {
                 return;
             }
@@ -1167,72 +1105,33 @@ impl Sim {
                 .collect();
             self.batch.clear();
             for (to, d) in sends {
-                self.send_up(to, d);
+                self.net.send_up(to, d);
             }
         }
     }
 
-    /// What gateway `i`'s front end does after each call: every claim lands at once (the
-    /// sim's inside network is ideal), then what it has to send goes.
-    fn gateway_work(&mut self, i: usize) {
-        let now = self.now;
-        while let Some(e) = self.gateways[i].1.poll_event() {
-            self.claims.push((now - self.t0, i, e));
-            if let GatewayEvent::Claim(peer) = e {
-                self.gateways[i].1.claim_done(now, peer, true);
+    /// A datagram for the client.
+    fn deliver(&mut self, from: SocketAddr, bytes: &[u8]) {
+        let now = self.net.now;
+        match self.guest.handle_datagram(now, from, bytes, &mut self.out) {
+            Action::ToGuest(frame) => self.to_guest.push(frame.to_vec()),
+            Action::ToUnderlay(t) => {
+                let (to, reply) = (t.to, t.datagram.to_vec());
+                self.net.send_up(to, reply);
             }
+            Action::None => {}
         }
-        loop {
-            self.gateways[i].1.poll_transmit(&mut self.gw_batch);
-            if self.gw_batch.is_empty() {
-                return;
-            }
-            let sends: Vec<Vec<u8>> = self.gw_batch.iter().map(|t| t.datagram.to_vec()).collect();
-            self.gw_batch.clear();
-            for d in sends {
-                self.send(true, i, d);
-            }
-        }
-    }
-
-    fn deliver(&mut self, f: InFlight) {
-        let now = self.now;
-        if f.to_client {
-            let from = self.gateways[f.dc].0;
-            match self
-                .guest
-                .handle_datagram(now, from, &f.bytes, &mut self.out)
-            {
-                Action::ToGuest(frame) => self.to_guest.push(frame.to_vec()),
-                Action::ToUnderlay(t) => {
-                    let (to, reply) = (t.to, t.datagram.to_vec());
-                    self.send_up(to, reply);
-                }
-                Action::None => {}
-            }
-            self.guest_transmits();
-        } else {
-            let gw = &mut self.gateways[f.dc].1;
-            match gw.handle_datagram(now, CLIENT.parse().unwrap(), &f.bytes, &mut self.out2) {
-                Outcome::Transmit(t) => {
-                    let reply = t.datagram.to_vec();
-                    self.send(true, f.dc, reply);
-                }
-                Outcome::Deliver(p) => self.inside.push((now - self.t0, f.dc, p.to_vec())),
-                _ => {}
-            }
-            self.gateway_work(f.dc);
-        }
+        self.guest_transmits();
         self.collect();
     }
 
     /// A frame from the guest; a datagram it causes goes on the wire.
     fn frame(&mut self, frame: &[u8]) -> Got {
         let mut f = frame.to_vec();
-        let now = self.now;
+        let now = self.net.now;
         let g = got(self.guest.handle_guest_frame(now, &mut f, &mut self.out));
         if let Got::Datagram(to, d) = &g {
-            self.send_up(*to, d.clone());
+            self.net.send_up(*to, d.clone());
         }
         self.collect();
         g
@@ -1294,17 +1193,12 @@ impl Sim {
 
     /// A packet from the inside network at datacenter `dc`, into the tunnel to the client.
     fn inject(&mut self, dc: usize, packet: &[u8]) {
-        let t = self.gateways[dc]
-            .1
-            .handle_inside_packet(packet, &mut self.out2)
-            .expect("the gateway routes the stable address to the client");
-        let d = t.datagram.to_vec();
-        self.send(true, dc, d);
+        self.net.inject(dc, packet);
     }
 
     /// Packets that reached datacenter `dc`'s inside network since index `from`.
     fn inside_since(&self, from: usize, dc: usize) -> Vec<Vec<u8>> {
-        self.inside[from..]
+        self.net.inside[from..]
             .iter()
             .filter(|(_, d, _)| *d == dc)
             .map(|(_, _, p)| p.clone())
@@ -1653,7 +1547,7 @@ fn ipv6_router_advertisements_are_periodic_and_follow_link_resets() {
     });
     let mtu = sim.guest.engine().mtu();
     // the guest's MAC is configured: an unsolicited RA goes out at once
-    assert!(sim.guest.poll_timeout().unwrap() <= sim.t0);
+    assert!(sim.guest.poll_timeout().unwrap() <= sim.net.t0);
     sim.run_until(Duration::from_millis(1));
     let ras: Vec<_> = sim.to_guest.drain(..).collect();
     assert_eq!(ras.len(), 1, "one RA at start");
@@ -1679,7 +1573,7 @@ fn ipv6_router_advertisements_are_periodic_and_follow_link_resets() {
     assert_eq!(sim.to_guest.len(), 1);
     sim.to_guest.clear();
     // a new connection from the VMM: another at once
-    let now = sim.now;
+    let now = sim.net.now;
     sim.guest.link_reset(now);
     sim.run_for(Duration::from_millis(1));
     assert_eq!(sim.to_guest.len(), 1);
@@ -1898,7 +1792,7 @@ fn hostile_frames_are_counted_under_their_reasons() {
         );
     }
     // a link reset forgets the learned MAC: another guest may come
-    let now = sim.now;
+    let now = sim.net.now;
     sim.guest.link_reset(now);
     let other_guest = padded(eth(
         Mac::BROADCAST,
@@ -2346,7 +2240,7 @@ fn guest_tcp_goes_through_the_gateway_and_follows_a_failover() {
         SERVER_V4.into(),
         &Seg::new(40_000, 80, isn, 0, SYN).options(&SYN_OPTIONS),
     );
-    let mark = sim.inside.len();
+    let mark = sim.net.inside.len();
     let g = sim.expect_engine(&eth(router_mac, GUEST_MAC, ETH_IPV4, &syn));
     assert!(
         matches!(g, Got::Datagram(to, _) if to == gateway_addr(0)),
@@ -2424,7 +2318,7 @@ fn guest_tcp_goes_through_the_gateway_and_follows_a_failover() {
         SERVER_V4.into(),
         &Seg::new(40_000, 80, isn + 1, server_isn + 1, ACK | PSH).payload(request),
     );
-    let mark = sim.inside.len();
+    let mark = sim.net.inside.len();
     sim.expect_engine(&to_shim(&seg));
     sim.run_for(Duration::from_millis(5));
     let at_dc1 = sim.inside_since(mark, 0);
@@ -2453,7 +2347,7 @@ fn guest_tcp_goes_through_the_gateway_and_follows_a_failover() {
 
     // dc1 goes dark; the engine switches under the guest
     let fail_at = sim.elapsed();
-    sim.black[0] = true;
+    sim.black(0, true);
     sim.run_for(Duration::from_secs(3));
     assert_eq!(sim.switches.len(), 1, "{:?}", sim.switches);
     let (at, from, to) = sim.switches[0];
@@ -2463,7 +2357,7 @@ fn guest_tcp_goes_through_the_gateway_and_follows_a_failover() {
         "switched {:?} after the failure",
         at - fail_at
     );
-    assert!(sim.gateways[1].1.claimed(tunnel::PeerId(0)));
+    assert!(sim.net.gateways[1].1.claimed(tunnel::PeerId(0)));
 
     // the guest's next packet, exactly as before the failure, reaches dc2
     let more = b"and another request";
@@ -2479,7 +2373,7 @@ fn guest_tcp_goes_through_the_gateway_and_follows_a_failover() {
         )
         .payload(more),
     );
-    let mark = sim.inside.len();
+    let mark = sim.net.inside.len();
     let g = sim.expect_engine(&to_shim(&next));
     assert!(
         matches!(g, Got::Datagram(to, _) if to == gateway_addr(1)),
@@ -2560,7 +2454,7 @@ fn ipv6_guest_tcp_goes_through_the_gateway() {
         SERVER_V6.into(),
         &Seg::new(40_001, 443, 77, 0, SYN).options(&SYN_OPTIONS),
     );
-    let mark = sim.inside.len();
+    let mark = sim.net.inside.len();
     sim.expect_engine(&to_shim(&syn));
     sim.run_for(Duration::from_millis(5));
     let at_dc1 = sim.inside_since(mark, 0);
@@ -2944,22 +2838,23 @@ fn with_every_datacenter_down_the_guest_fails_closed() {
             &Seg::new(40_001, 80, seq, 0, SYN),
         )
     };
-    sim.black = vec![true; 2];
+    sim.black(0, true);
+    sim.black(1, true);
     sim.run_for(Duration::from_secs(2));
     assert!(sim.guest.engine().all_down());
-    let mark = sim.inside.len();
+    let mark = sim.net.inside.len();
     for seq in 0..20 {
         let g = sim.frame(&eth(SHIM_MAC, GUEST_MAC, ETH_IPV4, &syn(seq)));
         assert!(
             matches!(&g, Got::Nothing)
-                || matches!(&g, Got::Datagram(to, _) if sim.gateways.iter().any(|(a, _)| a == to)),
+                || matches!(&g, Got::Datagram(to, _) if sim.net.gateways.iter().any(|(a, _)| a == to)),
             "into a tunnel or nowhere: {g:?}"
         );
         sim.run_for(Duration::from_millis(50));
     }
-    assert_eq!(sim.inside.len(), mark, "nothing reached any datacenter");
+    assert_eq!(sim.net.inside.len(), mark, "nothing reached any datacenter");
     // dc2 comes back: the guest's next packet goes through it
-    sim.black[1] = false;
+    sim.black(1, false);
     sim.run_for(Duration::from_secs(1));
     assert!(!sim.guest.engine().all_down());
     assert_eq!(sim.guest.engine().active(), DcId(1));
