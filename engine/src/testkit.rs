@@ -265,3 +265,48 @@ impl Net {
         }
     }
 }
+
+/// A whole simulation: the datacenter side ([`Net`]) and a client side the test owns (the
+/// engine, or a front end's layer over it). [`Simulation::run_until`] is the one event loop.
+pub trait Simulation {
+    /// The datacenter side.
+    fn net(&mut self) -> &mut Net;
+    /// When the client side's timers are due next.
+    fn client_timeout(&self) -> Option<Instant>;
+    /// Runs the client side's due timers at the net's `now` and sends what it has.
+    fn client_timers(&mut self);
+    /// A datagram for the client from the gateway at `from`.
+    fn client_receive(&mut self, from: SocketAddr, bytes: &[u8]);
+    /// After every step: the client side's events, and the gateways' front ends.
+    fn collect(&mut self);
+
+    /// Runs until `until` (from the start), event by event, on the virtual clock.
+    fn run_until(&mut self, until: Duration) {
+        let end = self.net().t0 + until;
+        loop {
+            let next = [self.net().poll_timeout(), self.client_timeout()]
+                .into_iter()
+                .flatten()
+                .fold(end, Instant::min);
+            if next > end {
+                break;
+            }
+            let net = self.net();
+            net.now = net.now.max(next);
+            // deliveries due now, in order
+            while let Some((from, bytes)) = self.net().pop_due() {
+                self.client_receive(from, &bytes);
+            }
+            let now = self.net().now;
+            if self.client_timeout().is_some_and(|t| t <= now) {
+                self.client_timers();
+            }
+            self.net().handle_timeouts();
+            self.collect();
+            if self.net().now >= end {
+                break;
+            }
+        }
+        self.net().now = end;
+    }
+}

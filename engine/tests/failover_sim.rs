@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use engine::gateway::{Gateway, GatewayClient, GatewayConfig, GatewayEvent, ReturnPath};
-use engine::testkit::Net;
+use engine::testkit::{Net, Simulation};
 use engine::{DatacenterConfig, DcId, Engine, EngineConfig, Event};
 use probe::{Policy, ProbeConfig, SwitchReason};
 use sessionkeeper::StableAddresses;
@@ -144,39 +144,6 @@ impl Sim {
         self.net.collect();
     }
 
-    /// Runs until `until` (relative to the start), event by event.
-    fn run_until(&mut self, until: Duration) {
-        let end = self.net.t0 + until;
-        loop {
-            let next = [self.net.poll_timeout(), self.client.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .fold(end, Instant::min);
-            if next > end {
-                break;
-            }
-            self.net.now = self.net.now.max(next);
-            // deliveries due now, in order
-            while let Some((from, bytes)) = self.net.pop_due() {
-                self.deliver(from, &bytes);
-            }
-            if self
-                .client
-                .poll_timeout()
-                .is_some_and(|t| t <= self.net.now)
-            {
-                self.client.handle_timeout(self.net.now);
-                self.client_transmits();
-            }
-            self.net.handle_timeouts();
-            self.collect_events();
-            if self.net.now >= end {
-                break;
-            }
-        }
-        self.net.now = end;
-    }
-
     /// Sends everything the client's `poll_transmit` hands out, batch after batch.
     fn client_transmits(&mut self) {
         loop {
@@ -216,6 +183,25 @@ impl Sim {
             .filter(|s| s.0 >= t)
             .map(|s| (s.0, s.1 .0, s.2 .0, s.3, s.4))
             .collect()
+    }
+}
+
+impl Simulation for Sim {
+    fn net(&mut self) -> &mut Net {
+        &mut self.net
+    }
+    fn client_timeout(&self) -> Option<Instant> {
+        self.client.poll_timeout()
+    }
+    fn client_timers(&mut self) {
+        self.client.handle_timeout(self.net.now);
+        self.client_transmits();
+    }
+    fn client_receive(&mut self, from: SocketAddr, bytes: &[u8]) {
+        self.deliver(from, bytes);
+    }
+    fn collect(&mut self) {
+        self.collect_events();
     }
 }
 

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use engine::gateway::{Gateway, GatewayClient, GatewayConfig, ReturnPath};
-use engine::testkit::Net;
+use engine::testkit::{Net, Simulation};
 use engine::{DatacenterConfig, DcId, Engine, EngineConfig, Event};
 use probe::{Policy, ProbeConfig};
 use proptest::collection::vec;
@@ -1047,7 +1047,7 @@ impl Sim {
         link.black_down = black;
     }
 
-    fn collect(&mut self) {
+    fn collect_all(&mut self) {
         while let Some(e) = self.guest.engine_mut().poll_event() {
             if let Event::Switched { from, to, .. } = e {
                 self.switches.push((self.elapsed(), from.0, to.0));
@@ -1061,34 +1061,6 @@ impl Sim {
 
     fn run_for(&mut self, d: Duration) {
         self.run_until(self.elapsed() + d);
-    }
-
-    /// Runs until `until` (from the start), event by event.
-    fn run_until(&mut self, until: Duration) {
-        let end = self.net.t0 + until;
-        loop {
-            let next = [self.net.poll_timeout(), self.guest.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .fold(end, Instant::min);
-            if next > end {
-                break;
-            }
-            self.net.now = self.net.now.max(next);
-            while let Some((from, bytes)) = self.net.pop_due() {
-                self.deliver(from, &bytes);
-            }
-            if self.guest.poll_timeout().is_some_and(|t| t <= self.net.now) {
-                self.guest.handle_timeout(self.net.now);
-                self.guest_transmits();
-            }
-            self.net.handle_timeouts();
-            self.collect();
-            if self.net.now >= end {
-                break;
-            }
-        }
-        self.net.now = end;
     }
 
     /// Sends everything the shim's `poll_transmit` hands out, batch after batch.
@@ -1122,7 +1094,7 @@ impl Sim {
             Action::None => {}
         }
         self.guest_transmits();
-        self.collect();
+        self.collect_all();
     }
 
     /// A frame from the guest; a datagram it causes goes on the wire.
@@ -1133,7 +1105,7 @@ impl Sim {
         if let Got::Datagram(to, d) = &g {
             self.net.send_up(*to, d.clone());
         }
-        self.collect();
+        self.collect_all();
         g
     }
 
@@ -1203,6 +1175,25 @@ impl Sim {
             .filter(|(_, d, _)| *d == dc)
             .map(|(_, _, p)| p.clone())
             .collect()
+    }
+}
+
+impl Simulation for Sim {
+    fn net(&mut self) -> &mut Net {
+        &mut self.net
+    }
+    fn client_timeout(&self) -> Option<Instant> {
+        self.guest.poll_timeout()
+    }
+    fn client_timers(&mut self) {
+        self.guest.handle_timeout(self.net.now);
+        self.guest_transmits();
+    }
+    fn client_receive(&mut self, from: SocketAddr, bytes: &[u8]) {
+        self.deliver(from, bytes);
+    }
+    fn collect(&mut self) {
+        self.collect_all();
     }
 }
 
