@@ -441,24 +441,21 @@ fn first_host(addr: IpAddr, len: u8) -> Option<IpAddr> {
     })
 }
 
+/// `text` as a TOML string value, encoded by the `toml` crate (the same that reads it back),
+/// not by our own escaping.
 fn toml_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    toml::Value::String(text.to_owned()).to_string()
 }
 
+/// `items` (by their `Display`) as a TOML array of strings, encoded by the `toml` crate.
 fn toml_list<T: fmt::Display>(items: &[T]) -> String {
-    let inner: Vec<String> = items.iter().map(|i| toml_string(&i.to_string())).collect();
-    format!("[{}]", inner.join(", "))
+    toml::Value::Array(
+        items
+            .iter()
+            .map(|i| toml::Value::String(i.to_string()))
+            .collect(),
+    )
+    .to_string()
 }
 
 /// What `convert` made: the configuration text, the key for the key file, warnings.
@@ -1470,8 +1467,28 @@ mod tests {
     }
 
     #[test]
-    fn toml_strings_are_escaped() {
-        assert_eq!(toml_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000A\"");
+    fn toml_values_read_back_as_written() {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            s: String,
+            l: Vec<String>,
+        }
+        for text in [
+            "a\"b\\c\n",
+            "tab\there",
+            "'single' \"double\"",
+            "ünïcödé",
+            "\u{7f}\u{1}",
+        ] {
+            let doc = format!(
+                "s = {}\nl = {}\n",
+                toml_string(text),
+                toml_list(&[text, "x"])
+            );
+            let back: Doc = toml::from_str(&doc).unwrap();
+            assert_eq!(back.s, text);
+            assert_eq!(back.l, [text, "x"]);
+        }
     }
 
     proptest! {
