@@ -244,9 +244,22 @@ impl EngineConfig {
     }
 }
 
-/// Index of a datacenter in configuration order.
+/// A datacenter, by its place in configuration order (a reload may renumber them: names are
+/// what stays).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DcId(pub usize);
+pub struct DcId(usize);
+
+impl DcId {
+    /// The datacenter at `index` in configuration order.
+    pub const fn new(index: usize) -> Self {
+        Self(index)
+    }
+
+    /// Its place in configuration order.
+    pub const fn index(self) -> usize {
+        self.0
+    }
+}
 
 /// Things the front end may want to log, export or act on.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -181,7 +181,7 @@ impl Sim {
         self.switches
             .iter()
             .filter(|s| s.0 >= t)
-            .map(|s| (s.0, s.1 .0, s.2 .0, s.3, s.4))
+            .map(|s| (s.0, s.1.index(), s.2.index(), s.3, s.4))
             .collect()
     }
 }
@@ -222,7 +222,7 @@ fn warm(n: usize, seed: u64, policy: Policy) -> Sim {
         "no switch while everything is healthy: {:?}",
         sim.switches
     );
-    assert_eq!(sim.client.active(), DcId(0));
+    assert_eq!(sim.client.active(), DcId::new(0));
     assert!(sim
         .client
         .status()
@@ -423,7 +423,7 @@ fn a_flapping_datacenter_is_damped() {
     assert!(n <= 6, "damping must stop the back-and-forth: {n}");
     assert_eq!(
         sim.client.active(),
-        DcId(1),
+        DcId::new(1),
         "the flapper is suppressed at the end"
     );
     assert!(sim.client.status()[0].suppressed);
@@ -496,7 +496,7 @@ fn failback_waits_for_the_hold_down() {
     sim.net.links[0].black_up = true;
     sim.net.links[0].black_down = true;
     sim.run_until(Duration::from_secs(4));
-    assert_eq!(sim.client.active(), DcId(1));
+    assert_eq!(sim.client.active(), DcId::new(1));
     let restored = Duration::from_secs(4);
     sim.net.links[0].black_up = false;
     sim.net.links[0].black_down = false;
@@ -525,7 +525,7 @@ fn without_failback_traffic_stays() {
     sim.net.links[0].black_down = false;
     sim.run_until(Duration::from_secs(10));
     assert_eq!(sim.switches.len(), 1);
-    assert_eq!(sim.client.active(), DcId(1));
+    assert_eq!(sim.client.active(), DcId::new(1));
 }
 
 #[test]
@@ -591,7 +591,7 @@ fn five_percent_loss_right_after_failovers_causes_no_switch() {
     sim.net.links[0].black_up = false;
     sim.net.links[0].black_down = false;
     sim.run_until(Duration::from_secs(6));
-    assert_eq!(sim.client.active(), DcId(0), "failed back");
+    assert_eq!(sim.client.active(), DcId::new(0), "failed back");
     let before = sim.switches.len();
     sim.net.links[0].loss_up = 0.05;
     sim.net.links[0].loss_down = 0.05;
@@ -631,7 +631,7 @@ fn a_recovering_active_tunnel_is_probed_fast_when_overdue() {
     sim.run_until(t);
     assert_eq!(
         sim.client.active(),
-        DcId(0),
+        DcId::new(0),
         "the only alive tunnel carries traffic"
     );
     assert_eq!(sim.client.status()[0].health, probe::PathHealth::Recovering);
@@ -803,7 +803,7 @@ fn drain_moves_traffic_off_and_keeps_it_off_until_undrained() {
     let mut sim = warm(3, 41, priority());
     let t = sim.elapsed();
     let now = sim.net.now;
-    sim.client.set_drained(now, DcId(0), true).unwrap();
+    sim.client.set_drained(now, DcId::new(0), true).unwrap();
     sim.collect_events();
     assert_eq!(
         sim.switches_after(t)
@@ -816,26 +816,26 @@ fn drain_moves_traffic_off_and_keeps_it_off_until_undrained() {
     sim.net.links[1].black_up = true;
     sim.net.links[1].black_down = true;
     sim.run_until(t + Duration::from_secs(3));
-    assert_eq!(sim.client.active(), DcId(2), "{:?}", sim.switches);
-    assert!(sim.client.is_drained(DcId(0)));
+    assert_eq!(sim.client.active(), DcId::new(2), "{:?}", sim.switches);
+    assert!(sim.client.is_drained(DcId::new(0)));
     // refused: switching to a drained datacenter, or to one that is down
     let now = sim.net.now;
     assert_eq!(
-        sim.client.switch_to(now, DcId(0)),
+        sim.client.switch_to(now, DcId::new(0)),
         Err(engine::OperatorError::Drained)
     );
     assert_eq!(
-        sim.client.switch_to(now, DcId(1)),
+        sim.client.switch_to(now, DcId::new(1)),
         Err(engine::OperatorError::Down)
     );
     assert_eq!(
-        sim.client.switch_to(now, DcId(9)),
+        sim.client.switch_to(now, DcId::new(9)),
         Err(engine::OperatorError::Unknown)
     );
     // undrained, failback takes traffic home
-    sim.client.set_drained(now, DcId(0), false).unwrap();
+    sim.client.set_drained(now, DcId::new(0), false).unwrap();
     sim.collect_events();
-    assert_eq!(sim.client.active(), DcId(0));
+    assert_eq!(sim.client.active(), DcId::new(0));
     assert_eq!(sim.switches.last().unwrap().3, SwitchReason::Failback);
 }
 
@@ -843,18 +843,18 @@ fn drain_moves_traffic_off_and_keeps_it_off_until_undrained() {
 fn a_manual_switch_holds_against_failback_until_its_datacenter_fails() {
     let mut sim = warm(3, 42, priority());
     let now = sim.net.now;
-    sim.client.switch_to(now, DcId(2)).unwrap();
+    sim.client.switch_to(now, DcId::new(2)).unwrap();
     let t = sim.elapsed();
     sim.run_until(t + Duration::from_secs(5));
     assert_eq!(
         sim.client.active(),
-        DcId(2),
+        DcId::new(2),
         "failback must not undo the operator"
     );
     sim.net.links[2].black_up = true;
     sim.net.links[2].black_down = true;
     sim.run_until(t + Duration::from_secs(6));
-    assert_eq!(sim.client.active(), DcId(0), "{:?}", sim.switches);
+    assert_eq!(sim.client.active(), DcId::new(0), "{:?}", sim.switches);
 }
 
 #[test]
@@ -972,7 +972,7 @@ fn a_stall_is_noticed_and_blames_no_datacenter() {
         })
         .collect();
     assert!(downs.is_empty(), "{downs:?}");
-    assert_eq!(sim.client.active(), DcId(0));
+    assert_eq!(sim.client.active(), DcId::new(0));
     // dc1's gateway released the silent client meanwhile and claims it again at once
     let reclaimed = sim
         .net
@@ -1015,7 +1015,7 @@ fn the_switch_record_carries_detection_and_the_stall_it_caused() {
     let r = &records[0];
     assert_eq!(
         (r.from.as_str(), r.to.as_str()),
-        (sim.client.name(DcId(0)), sim.client.name(DcId(1)))
+        (sim.client.name(DcId::new(0)), sim.client.name(DcId::new(1)))
     );
     assert_eq!(r.reason, SwitchReason::ProbeTimeout);
     assert!(
@@ -1041,10 +1041,9 @@ fn the_switch_record_carries_detection_and_the_stall_it_caused() {
         stall >= Duration::from_millis(580) && stall <= Duration::from_millis(640),
         "from dc1's last datagram (~2.0 s) to the data through dc2 (~2.6 s): {stall:?}"
     );
-    assert!(sim
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::Recovered { dc: DcId(1), stall: s } if *s == stall)));
+    assert!(sim.events.iter().any(
+        |e| matches!(e, Event::Recovered { dc, stall: s } if *dc == DcId::new(1) && *s == stall)
+    ));
 }
 
 /// The lookups the engine hands out now.
@@ -1095,7 +1094,7 @@ fn endpoint_names_are_asked_for_answers_judged_and_asked_again() {
     assert!(
         sim.events
             .iter()
-            .any(|e| matches!(e, Event::ResolveFailed { dc: DcId(0), .. })),
+            .any(|e| matches!(e, Event::ResolveFailed { dc, .. } if *dc == DcId::new(0))),
         "{:?}",
         sim.events
     );
@@ -1111,7 +1110,7 @@ fn endpoint_names_are_asked_for_answers_judged_and_asked_again() {
     sim.client.handle_resolved(now, "dc1", Ok(vec![dc1]), 0.0);
     sim.collect_events();
     assert!(sim.events.contains(&Event::EndpointResolved {
-        dc: DcId(0),
+        dc: DcId::new(0),
         endpoint: dc1
     }));
     let t = sim.elapsed();

@@ -1025,7 +1025,7 @@ impl Sim {
         let mut sim = Self::new(opts);
         sim.run_until(Duration::from_secs(2));
         assert!(sim.switches.is_empty(), "{:?}", sim.switches);
-        assert_eq!(sim.guest.engine().active(), DcId(0));
+        assert_eq!(sim.guest.engine().active(), DcId::new(0));
         assert!(sim
             .guest
             .engine()
@@ -1050,7 +1050,8 @@ impl Sim {
     fn collect_all(&mut self) {
         while let Some(e) = self.guest.engine_mut().poll_event() {
             if let Event::Switched { from, to, .. } = e {
-                self.switches.push((self.elapsed(), from.0, to.0));
+                self.switches
+                    .push((self.elapsed(), from.index(), to.index()));
             }
         }
         self.net.collect();
@@ -2848,7 +2849,7 @@ fn with_every_datacenter_down_the_guest_fails_closed() {
     sim.black(1, false);
     sim.run_for(Duration::from_secs(1));
     assert!(!sim.guest.engine().all_down());
-    assert_eq!(sim.guest.engine().active(), DcId(1));
+    assert_eq!(sim.guest.engine().active(), DcId::new(1));
     sim.frame(&eth(SHIM_MAC, GUEST_MAC, ETH_IPV4, &syn(100)));
     sim.run_for(Duration::from_millis(10));
     assert_eq!(sim.inside_since(mark, 1).len(), 1, "the SYN through dc2");
