@@ -159,6 +159,16 @@ impl Net {
         self.send(false, dc, bytes);
     }
 
+    /// Sends up the links what a client's `poll_transmit` put in `batch`, and empties it.
+    pub fn send_batch_up(&mut self, batch: &mut Batch) {
+        let sends: Vec<(SocketAddr, Vec<u8>)> =
+            batch.iter().map(|t| (t.to, t.datagram.to_vec())).collect();
+        batch.clear();
+        for (to, d) in sends {
+            self.send_up(to, d);
+        }
+    }
+
     /// A packet from datacenter `dc`'s inside network to the client, through its gateway.
     #[allow(clippy::panic)] // a test harness fails by panicking
     pub fn inject(&mut self, dc: usize, packet: &[u8]) {

@@ -151,15 +151,7 @@ impl Sim {
             if self.batch.is_empty() {
                 return;
             }
-            let sends: Vec<(SocketAddr, Vec<u8>)> = self
-                .batch
-                .iter()
-                .map(|t| (t.to, t.datagram.to_vec()))
-                .collect();
-            self.batch.clear();
-            for (to, d) in sends {
-                self.net.send_up(to, d);
-            }
+            self.net.send_batch_up(&mut self.batch);
         }
     }
 
