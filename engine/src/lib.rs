@@ -951,7 +951,12 @@ impl Engine {
     /// kept busy by packets) means the process did not run; the engine resumes before anything
     /// else is handled, or a timer would blame the datacenters for the process's own silence.
     fn notice_stall(&mut self, now: Instant) {
-        if let Some(last) = self.last_call {
+        // Cheap first: the planned wake-up is never before the previous call, so a call
+        // within STALL of it cannot be a stall (this keeps poll_timeout off the per-packet path).
+        if let Some(last) = self
+            .last_call
+            .filter(|last| now.saturating_duration_since(*last) > STALL)
+        {
             // the state is as the previous call left it, so this is the deadline the caller
             // slept towards (an earlier wake-up of its own only makes the gap smaller)
             let planned = self.poll_timeout().map_or(last, |d| d.max(last));
