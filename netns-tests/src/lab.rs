@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::impair::Profile;
 use crate::stream::splitmix64;
 
 /// How long the lab's own readiness waits (`wait_tcp_listening`, `wait_link`, ...) wait.
@@ -781,6 +782,47 @@ impl Drop for Lab {
     }
 }
 
+/// Starts `fo-relay` in `ns` with a pipe pair per datacenter set to `profile`, and waits for
+/// its control socket.
+fn start_relay(lab: &Lab, ns: Ns, n_dcs: usize, profile: Profile) -> io::Result<Relay> {
+    let control = lab.dir().join("relay.sock");
+    let mut args = vec![
+        bin_path("fo-relay").display().to_string(),
+        "--client-if".into(),
+        "c0".into(),
+        "--wan-if".into(),
+        "w0".into(),
+        "--control".into(),
+        control.display().to_string(),
+        "--seed".into(),
+        // a different random stream per run, printed in the relay's command line
+        format!(
+            "{}",
+            splitmix64(u64::from(std::process::id()) ^ RUN_COUNTER.load(Ordering::Relaxed))
+        ),
+    ];
+    for i in 1..=n_dcs {
+        args.push("--dc".into());
+        args.push(format!("dc{i}={}={}", dc_underlay_ip(i), profile.spec(i)));
+    }
+    let daemon = lab.spawn(&ns, "fo-relay", &args)?;
+    wait_until(READY_TIMEOUT, "the relay's control socket", || {
+        control.exists() || !daemon.is_running()
+    })?;
+    if !daemon.is_running() {
+        return Err(io::Error::other(format!(
+            "fo-relay exited: {}",
+            daemon.read_stderr()
+        )));
+    }
+    Ok(Relay {
+        ns,
+        daemon,
+        control,
+        profile,
+    })
+}
+
 /// The client's underlay address (`client` ns, `up0`).
 pub const CLIENT_UNDERLAY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// The server's IPv4 address (`server` ns, `eth0`).
@@ -831,6 +873,67 @@ pub struct Topology {
     /// Datacenter namespaces; `dcs[0]` is dc1: `wan0` = 198.18.0.(10+i)/24,
     /// `in0` = 198.19.0.(10+i)/24 and fd00:19::(10+i)/64.
     pub dcs: Vec<Ns>,
+    /// The wide-area impairment relay between the client and the underlay, when the lab was
+    /// built with a [`Profile`] other than `none`.
+    pub relay: Option<Relay>,
+}
+
+/// The lab's running impairment relay (`fo-relay`): the client's `up0` is cabled to its
+/// namespace instead of to the underlay bridge, and every datagram between the client and a
+/// datacenter passes one of its pipes (see [`crate::impair`]).
+#[derive(Debug, Clone)]
+pub struct Relay {
+    /// the relay's namespace (`c0` towards the client, `w0` towards `brwan`)
+    pub ns: Ns,
+    /// the relay process
+    pub daemon: Daemon,
+    /// its control socket
+    pub control: PathBuf,
+    /// the profile it started with
+    pub profile: Profile,
+}
+
+impl Relay {
+    /// Sends one control command and returns the answer line.
+    pub fn command(&self, line: &str) -> io::Result<String> {
+        use std::io::{BufRead as _, Write as _};
+        let mut conn = std::os::unix::net::UnixStream::connect(&self.control)?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        conn.write_all(line.as_bytes())?;
+        conn.write_all(b"\n")?;
+        let mut answer = String::new();
+        io::BufReader::new(conn).read_line(&mut answer)?;
+        Ok(answer.trim_end().to_owned())
+    }
+
+    /// Changes datacenter `i`'s pipes (`dir`: `None` both, else `"up"` or `"down"`) from now
+    /// on, e.g. `set(1, None, "delay=107.5ms")`.
+    pub fn set(&self, i: usize, dir: Option<&str>, spec: &str) -> io::Result<()> {
+        let target = match dir {
+            Some(d) => format!("dc{i}:{d}"),
+            None => format!("dc{i}"),
+        };
+        let answer = self.command(&format!("set {target} {spec}"))?;
+        if answer == "ok" {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "relay: set {target} {spec}: {answer}"
+            )))
+        }
+    }
+
+    /// Puts datacenter `i` back to its profile.
+    pub fn restore(&self, i: usize) -> io::Result<()> {
+        self.set(i, None, &self.profile.spec(i))
+    }
+
+    /// The relay's counters (JSON: `pipes` by `dcN:up`/`dcN:down`, `relay`, `cpu_ms`).
+    pub fn stats(&self) -> io::Result<serde_json::Value> {
+        let answer = self.command("stats")?;
+        serde_json::from_str(&answer)
+            .map_err(|e| io::Error::other(format!("relay stats {answer:?}: {e}")))
+    }
 }
 
 impl Topology {
@@ -843,7 +946,17 @@ impl Topology {
 
     /// Builds the topology with `n_dcs` datacenters (1..=89) and checks it: the client reaches
     /// dc1's underlay address; the server reaches dc1's inside addresses over IPv4 and IPv6.
+    /// With the profile named by `FO_PROFILE` (none if unset): any scenario runs at wide-area
+    /// distances with `FO_PROFILE=seed` in its environment.
     pub fn build(lab: &mut Lab, n_dcs: usize) -> io::Result<Topology> {
+        let profile = Profile::from_env()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("FO_PROFILE: {e}")))?;
+        Self::build_with(lab, n_dcs, profile)
+    }
+
+    /// [`Topology::build`] with an explicit wide-area profile: anything but
+    /// [`Profile::None`] cables the client through an impairment relay ([`Relay`]).
+    pub fn build_with(lab: &mut Lab, n_dcs: usize, profile: Profile) -> io::Result<Topology> {
         if !(1..=MAX_DCS).contains(&n_dcs) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -856,7 +969,18 @@ impl Topology {
         lab.bridge(&core, "brcore")?;
 
         let client = lab.add_ns("client")?;
-        lab.veth_to_bridge(&client, "up0", &wan, "brwan")?;
+        let relay_ns = if profile == Profile::None {
+            lab.veth_to_bridge(&client, "up0", &wan, "brwan")?;
+            None
+        } else {
+            // a silent layer-2 hop: no addresses, no IPv6, nothing of its own on the wire
+            let ns = lab.add_ns("relay")?;
+            lab.sysctl(&ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
+            lab.sysctl(&ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
+            lab.veth(&client, "up0", &ns, "c0")?;
+            lab.veth_to_bridge(&ns, "w0", &wan, "brwan")?;
+            Some(ns)
+        };
         lab.addr(&client, "up0", &format!("{CLIENT_UNDERLAY_IP}/24"))?;
 
         let server = lab.add_ns("server")?;
@@ -877,6 +1001,10 @@ impl Topology {
             dcs.push(dc);
         }
 
+        let relay = match relay_ns {
+            Some(ns) => Some(start_relay(lab, ns, n_dcs, profile)?),
+            None => None,
+        };
         let check = Duration::from_secs(5);
         lab.wait_reachable(&client, IpAddr::V4(dc_underlay_ip(1)), check)?;
         lab.wait_reachable(&server, IpAddr::V4(dc_inside_ip4(1)), check)?;
@@ -887,6 +1015,14 @@ impl Topology {
             wan,
             core,
             dcs,
+            relay,
+        })
+    }
+
+    /// The relay, or an error saying the lab was built without one.
+    pub fn relay(&self) -> io::Result<&Relay> {
+        self.relay.as_ref().ok_or_else(|| {
+            io::Error::other("this lab has no impairment relay: build it with a profile")
         })
     }
 

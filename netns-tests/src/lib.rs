@@ -11,6 +11,7 @@
 //! `stream-send`), a hostile-datagram generator (`garbage`) and a lab self-test (`selftest`).
 
 pub mod guest;
+pub mod impair;
 pub mod lab;
 pub mod measure;
 pub mod roaming_lab;

@@ -9,6 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::impair::Profile;
 use crate::lab::{bin_path, wait_until, Daemon, Lab, Ns, Topology};
 use crate::stream::SendReport;
 
@@ -839,6 +840,8 @@ pub struct LabOptions {
     pub client_key_owner: Option<(u32, u32)>,
     /// extra configuration and command prefix of every gateway
     pub gateway: GatewayOptions,
+    /// wide-area profile of the lab; `None`: as `FO_PROFILE` says
+    pub profile: Option<Profile>,
 }
 
 /// A client, N failoverd gateways on a shared inside segment, and a stream server.
@@ -869,8 +872,30 @@ impl FailoverLab {
         extra_client_config: &str,
         mtus: &[u16],
     ) -> Result<Self> {
+        let profile = Profile::from_env().map_err(|e| other(format!("FO_PROFILE: {e}")))?;
+        Self::build(test, n, extra_client_config, mtus, profile)
+    }
+
+    /// [`FailoverLab::new`] at wide-area distances: the client reaches every datacenter
+    /// through the lab's impairment relay set to `profile` (whatever `FO_PROFILE` says).
+    pub fn with_profile(
+        test: &str,
+        n: usize,
+        extra_client_config: &str,
+        profile: Profile,
+    ) -> Result<Self> {
+        Self::build(test, n, extra_client_config, &[], profile)
+    }
+
+    fn build(
+        test: &str,
+        n: usize,
+        extra_client_config: &str,
+        mtus: &[u16],
+        profile: Profile,
+    ) -> Result<Self> {
         let mut lab = Lab::new(test)?;
-        let topo = Topology::build(&mut lab, n)?;
+        let topo = Topology::build_with(&mut lab, n, profile)?;
         let dcs = start_datacenters(&lab, &topo, mtus)?;
         let client = start_client_with(
             &lab,
@@ -896,7 +921,10 @@ impl FailoverLab {
     /// until every configured tunnel is established and dc1 claims the client.
     pub fn with_options(test: &str, options: &LabOptions) -> Result<Self> {
         let mut lab = Lab::new(test)?;
-        let topo = Topology::build(&mut lab, options.datacenters)?;
+        let topo = match options.profile {
+            Some(p) => Topology::build_with(&mut lab, options.datacenters, p)?,
+            None => Topology::build(&mut lab, options.datacenters)?,
+        };
         let client_key = keypair(&lab, "client")?;
         let mut entries = Vec::new();
         let mut gateways = Vec::new();
@@ -947,6 +975,11 @@ impl FailoverLab {
     /// The datacenter namespace of dc `i` (1-based).
     pub fn dc(&self, i: usize) -> Result<&Ns> {
         self.topo.dc(i).ok_or_else(|| other(format!("no dc{i}")))
+    }
+
+    /// The impairment relay, if the lab was built with a profile.
+    pub fn relay(&self) -> Result<&crate::lab::Relay> {
+        self.topo.relay()
     }
 
     /// The client's switch log.
@@ -1109,4 +1142,76 @@ pub fn random_loss(lab: &Lab, ns: &Ns, percent: u8) -> Result<()> {
             "table inet fo_fault {{\n chain in {{ type filter hook input priority 0; udp dport {WG_PORT} numgen random mod 100 < {percent} drop; }}\n chain out {{ type filter hook output priority 0; udp sport {WG_PORT} numgen random mod 100 < {percent} drop; }}\n}}\n"
         ),
     )
+}
+
+/// How long [`across_to`] waits for the switch after injecting the fault.
+pub const SWITCH_WAIT: Duration = Duration::from_secs(5);
+
+/// Bytes each way of one failover stream: [`stream_bytes`], at most 100 MB.
+pub fn failover_bytes() -> u64 {
+    stream_bytes().min(100_000_000)
+}
+
+/// One failover as a test sees it.
+#[derive(Debug, Clone)]
+pub struct Across {
+    /// ms from injecting the fault to the switch
+    pub detect_ms: u64,
+    /// longest stall of either direction, ms
+    pub stall_ms: f64,
+    /// the switch
+    pub switch: SwitchRecord,
+}
+
+/// Runs a verified stream (both ways) to `server`, injects `fault` once it flows, waits for the
+/// switch to `next`, and checks every byte of the stream (panicking as [`check_stream`] does).
+pub fn across_to(
+    fl: &FailoverLab,
+    what: &str,
+    next: &str,
+    seed: u64,
+    server: IpAddr,
+    fault: impl FnOnce(),
+) -> Result<Across> {
+    let n = failover_bytes();
+    let stream = spawn_stream_to(
+        &fl.lab,
+        &fl.topo.client,
+        &format!("stream{seed}"),
+        server,
+        n,
+        seed,
+    )?;
+    fl.wait_flowing(20_000_000)?;
+    let before = fl.switches()?.len();
+    let injected = unix_millis();
+    fault();
+    fl.wait_active(next, SWITCH_WAIT)?;
+    let report = stream.finish()?;
+    check_stream(what, &report, n);
+    let switches = fl.switches()?;
+    let sw = switches
+        .get(before)
+        .cloned()
+        .ok_or_else(|| other(format!("{what}: no switch was logged")))?;
+    if sw.to != next {
+        return Err(other(format!(
+            "{what}: the first switch went to {}, not {next}",
+            sw.to
+        )));
+    }
+    let detect_ms = sw.unix_ms.saturating_sub(injected);
+    let stall_ms = report
+        .down
+        .longest_stall_ms
+        .max(report.up.server_longest_stall_ms.unwrap_or(0.0));
+    eprintln!(
+        "{what}: switch {} -> {} ({}) {detect_ms} ms after the fault (silent {:?} ms); longest stall {stall_ms:.0} ms",
+        sw.from, sw.to, sw.reason, sw.detection_ms
+    );
+    Ok(Across {
+        detect_ms,
+        stall_ms,
+        switch: sw,
+    })
 }

@@ -17,63 +17,16 @@
     clippy::panic
 )] // a test fails by panicking
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use netns_tests::lab::Topology;
 
 use netns_tests::scenario::*;
 
-const SWITCH_WAIT: Duration = Duration::from_secs(5);
-
-fn bytes() -> u64 {
-    stream_bytes().min(100_000_000)
-}
-
-/// Runs a stream, injects `fault` once it flows, waits for the switch to `next`, and checks the
-/// stream. Returns (ms from injection to switch, longest stall of either direction in ms).
+/// [`across_to`] towards the server's IPv4 address: (ms to the switch, longest stall ms).
 fn across(fl: &FailoverLab, what: &str, next: &str, seed: u64, fault: impl FnOnce()) -> (u64, f64) {
-    across_to(fl, what, next, seed, Topology::SERVER_IP4.into(), fault)
-}
-
-fn across_to(
-    fl: &FailoverLab,
-    what: &str,
-    next: &str,
-    seed: u64,
-    server: IpAddr,
-    fault: impl FnOnce(),
-) -> (u64, f64) {
-    let n = bytes();
-    let stream = spawn_stream_to(
-        &fl.lab,
-        &fl.topo.client,
-        &format!("stream{seed}"),
-        server,
-        n,
-        seed,
-    )
-    .unwrap();
-    fl.wait_flowing(20_000_000).unwrap();
-    let before = fl.switches().unwrap().len();
-    let injected = unix_millis();
-    fault();
-    fl.wait_active(next, SWITCH_WAIT).unwrap();
-    let report = stream.finish().unwrap();
-    check_stream(what, &report, n);
-    let switches = fl.switches().unwrap();
-    let sw = switches.get(before).cloned().expect("a switch was logged");
-    assert_eq!(sw.to, next);
-    let detect = sw.unix_ms.saturating_sub(injected);
-    let stall = report
-        .down
-        .longest_stall_ms
-        .max(report.up.server_longest_stall_ms.unwrap_or(0.0));
-    eprintln!(
-        "{what}: switch {} -> {} ({}) {detect} ms after the fault (silent {:?} ms); longest stall {stall:.0} ms",
-        sw.from, sw.to, sw.reason, sw.detection_ms
-    );
-    (detect, stall)
+    let a = across_to(fl, what, next, seed, Topology::SERVER_IP4.into(), fault).unwrap();
+    (a.detect_ms, a.stall_ms)
 }
 
 #[test]
@@ -192,5 +145,6 @@ fn blackhole_with_an_ipv6_stream() {
         10,
         Topology::SERVER_IP6.into(),
         || blackhole(&fl.lab, &dc1, Direction::Both).unwrap(),
-    );
+    )
+    .unwrap();
 }
