@@ -1023,6 +1023,7 @@ impl Engine {
                 health: d.monitor.health(),
                 suppressed: d.monitor.suppressed(),
                 srtt: d.monitor.srtt(),
+                base_rtt: d.monitor.base_rtt(),
                 down: d.last_down,
                 drained: d.drained,
             })

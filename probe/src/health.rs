@@ -40,6 +40,17 @@ use crate::wire::{Intent, ProbeKind, ProbeMessage};
 const MAX_OUTSTANDING: usize = 1024;
 /// How long a sent probe is remembered to match a late reply or spot a replayed one.
 const REMEMBER: Duration = Duration::from_secs(2);
+/// A recovering tunnel's replies count as slow above twice its RTT before the failure, and at
+/// least this much above it.
+const SLOW_MARGIN: Duration = Duration::from_millis(20);
+/// Hold-downs after which a recovering tunnel's new, slower RTT is accepted.
+const REBASELINE: u32 = 10;
+/// The base RTT is the lowest sample over this window: the path's own delay, without the
+/// queueing our own traffic adds to it (the lowest-RTT policy compares base RTTs, or a loaded
+/// tunnel would flee its own load).
+pub const BASE_RTT_WINDOW: Duration = Duration::from_secs(4);
+/// The window is kept as the minima of buckets this long.
+const BASE_RTT_BUCKET: Duration = Duration::from_millis(500);
 
 /// Tunables. Defaults: 20 ms probes, down after 4 silent intervals, 1 s hold-down.
 #[derive(Debug, Clone, PartialEq)]
@@ -180,6 +191,9 @@ pub struct ProbeCounters {
     pub refused: [u64; 5],
     /// flaps (Up/Suspect → Down)
     pub flaps: u64,
+    /// replies to a recovering tunnel slower than it answered before it failed (each restarts
+    /// the hold-down)
+    pub slow: u64,
 }
 
 /// One tunnel's monitor.
@@ -198,12 +212,17 @@ pub struct PathMonitor {
     sent: VecDeque<Sent>,
     srtt: Option<Duration>,
     rttvar: Duration,
+    /// (bucket start, lowest sample in it), oldest first, spanning [`BASE_RTT_WINDOW`]
+    min_rtts: VecDeque<(Instant, Duration)>,
     last_alive: Option<Instant>,
     /// the last valid probe reply
     last_reply: Option<Instant>,
     /// when evidence last brought the tunnel out of Down: replies are judged from here
     alive_since: Option<Instant>,
     recovering_since: Option<Instant>,
+    /// while recovering: replies slower than this restart the hold-down (set from the RTT the
+    /// tunnel had before it failed)
+    slow_after: Option<Duration>,
     losses: VecDeque<bool>,
     penalty: f64,
     penalty_at: Instant,
@@ -230,10 +249,12 @@ impl PathMonitor {
             sent: VecDeque::new(),
             srtt: None,
             rttvar: Duration::ZERO,
+            min_rtts: VecDeque::new(),
             last_alive: None,
             last_reply: None,
             alive_since: None,
             recovering_since: None,
+            slow_after: None,
             losses: VecDeque::new(),
             penalty: 0.0,
             penalty_at: now,
@@ -276,6 +297,12 @@ impl PathMonitor {
     /// Smoothed RTT, once measured.
     pub fn srtt(&self) -> Option<Duration> {
         self.srtt
+    }
+
+    /// The lowest RTT sample of the last [`BASE_RTT_WINDOW`]: the path's delay without the
+    /// queueing in front of it.
+    pub fn base_rtt(&self) -> Option<Duration> {
+        self.min_rtts.iter().map(|(_, r)| *r).min()
     }
 
     /// Retransmission timeout in RFC 6298's sense: SRTT + 4·RTTVAR (the interval before any
@@ -378,6 +405,7 @@ impl PathMonitor {
         self.recovering_since = self.recovering_since.map(|t| t + gap);
         self.penalty_at += gap;
         self.sent.clear();
+        self.min_rtts.clear();
         self.probe_now(now);
     }
 
@@ -464,6 +492,13 @@ impl PathMonitor {
                 self.suppressed = true;
             }
         }
+        // the RTT it answered at while trusted; a tunnel failing again inside its recovery
+        // keeps the threshold it had (its RTT samples since then are the slow ones)
+        if matches!(self.state, PathHealth::Up | PathHealth::Suspect) {
+            self.slow_after = self
+                .srtt
+                .map(|s| (s * 2).max(s + SLOW_MARGIN).max(self.rto()));
+        }
         self.down_reason = Some(reason);
         self.recovering_since = None;
         if reason == DownReason::Loss {
@@ -545,6 +580,7 @@ impl PathMonitor {
                     (_, None) => true,
                 };
                 if held && clean && !self.suppressed {
+                    self.slow_after = None;
                     self.change(PathHealth::Up, None);
                 }
             }
@@ -614,10 +650,52 @@ impl PathMonitor {
             self.losses.push_back(false);
         }
         self.counters.replies += 1;
+        self.judge_recovery_rtt(now, rtt);
         self.rtt_sample(rtt);
+        self.base_rtt_sample(now, rtt);
         self.last_reply = Some(now);
         self.on_inbound(now);
         Ok(())
+    }
+
+    /// A recovering tunnel is trusted again only once it answers about as fast as before it
+    /// failed: a reply slower than that restarts the hold-down. A latency spike longer than the
+    /// detection time takes the tunnel down like a failure; without this, the late replies of
+    /// the spike itself would make it Up again after one hold-down, and traffic would fail
+    /// back into the spike. A new RTT that holds for [`REBASELINE`] hold-downs is accepted (a
+    /// route change is not a failure for ever).
+    fn judge_recovery_rtt(&mut self, now: Instant, rtt: Duration) {
+        if self.state != PathHealth::Recovering {
+            return;
+        }
+        let Some(limit) = self.slow_after else {
+            return;
+        };
+        let accepted = self.alive_since.is_some_and(|since| {
+            now.saturating_duration_since(since) >= self.cfg.hold_down * REBASELINE
+        });
+        if accepted {
+            self.slow_after = None;
+        } else if rtt > limit {
+            self.counters.slow += 1;
+            self.recovering_since = Some(now);
+        }
+    }
+
+    fn base_rtt_sample(&mut self, now: Instant, r: Duration) {
+        while self
+            .min_rtts
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= BASE_RTT_WINDOW)
+        {
+            self.min_rtts.pop_front();
+        }
+        match self.min_rtts.back_mut() {
+            Some((t, min)) if now.saturating_duration_since(*t) < BASE_RTT_BUCKET => {
+                *min = (*min).min(r);
+            }
+            _ => self.min_rtts.push_back((now, r)),
+        }
     }
 
     fn rtt_sample(&mut self, r: Duration) {
@@ -847,6 +925,74 @@ mod tests {
         };
         let changes = run(8000, rtt, |_| true, |_| true);
         assert!(downs(&changes).is_empty(), "{changes:?}");
+    }
+
+    fn ups(changes: &[(u64, HealthChange)]) -> Vec<u64> {
+        changes
+            .iter()
+            .filter(|(_, c)| c.to == PathHealth::Up)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    #[test]
+    fn a_latency_spike_is_trusted_again_only_once_it_is_over() {
+        // 15 ms RTT; +200 ms from 2 s to 4 s (a 2-second spike), then 15 ms again
+        let cfg = ProbeConfig::default();
+        let rtt = |t: u64| if (2000..4000).contains(&t) { 215 } else { 15 };
+        let changes = run(8000, rtt, |_| true, |_| false);
+        let d = downs(&changes);
+        assert_eq!(d.len(), 1, "{changes:?}");
+        assert!(
+            (2000..2150).contains(&d[0]),
+            "down {} ms: {changes:?}",
+            d[0]
+        );
+        // late replies arrive from 2215 on and bring it to Recovering, but Up only once the
+        // replies are fast again (after 4000 + 15) and a whole hold-down has passed
+        let up = ups(&changes);
+        let back = *up.last().unwrap();
+        let hold = cfg.hold_down.as_millis() as u64;
+        assert!(
+            back >= 4015 + hold && back < 4015 + hold + 200,
+            "up again at {back} ms: {changes:?}"
+        );
+    }
+
+    #[test]
+    fn a_lasting_rise_in_rtt_is_accepted_after_rebaseline_hold_downs() {
+        // a route change: 15 ms, then 250 ms for good from 2 s
+        let cfg = ProbeConfig::default();
+        let rtt = |t: u64| if t >= 2000 { 250 } else { 15 };
+        let changes = run(16_000, rtt, |_| true, |_| false);
+        assert_eq!(downs(&changes).len(), 1, "{changes:?}");
+        let back = *ups(&changes).last().unwrap();
+        let hold = cfg.hold_down.as_millis() as u64;
+        let accept = 2250 + hold * u64::from(REBASELINE);
+        assert!(
+            back >= accept && back < accept + hold + 200,
+            "up again at {back} ms: {changes:?}"
+        );
+    }
+
+    #[test]
+    fn the_base_rtt_is_the_lowest_sample_of_its_window() {
+        #[allow(clippy::disallowed_methods)] // base of a virtual clock
+        let t0 = Instant::now();
+        let mut m = PathMonitor::new(ProbeConfig::default(), 5, t0);
+        assert_eq!(m.base_rtt(), None);
+        // queueing: samples between 15 and 60 ms, one of them unqueued
+        let mut t = t0;
+        for k in 0..300u64 {
+            t = t0 + Duration::from_millis(20 * k);
+            let rtt = if k == 50 { 15 } else { 30 + k % 30 };
+            m.base_rtt_sample(t, Duration::from_millis(rtt));
+        }
+        // k = 50 was at 1 s, more than the window (4 s) before the last sample (5.98 s)
+        assert_eq!(m.base_rtt(), Some(Duration::from_millis(30)));
+        m.base_rtt_sample(t + Duration::from_millis(1), Duration::from_millis(16));
+        assert_eq!(m.base_rtt(), Some(Duration::from_millis(16)));
+        assert!(m.min_rtts.len() <= 9, "{}", m.min_rtts.len());
     }
 
     #[test]

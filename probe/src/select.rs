@@ -6,7 +6,8 @@
 //! Recovering or Suspect one does (anything alive beats nothing). Policies:
 //! - [`Policy::Priority`]: configuration order; with `failback`, traffic returns to a
 //!   higher-priority tunnel once it is Up again (after its hold-down);
-//! - [`Policy::LowestRtt`]: the lowest SRTT, switching only for a gain of at least `ratio` and
+//! - [`Policy::LowestRtt`]: the lowest base RTT (the lowest sample of the last few seconds,
+//!   so a tunnel is not judged by the queue its own traffic builds), switching only for a gain of at least `ratio` and
 //!   `min_gain`, and at most once per `min_dwell`.
 //!
 //! The operator's word: a *drained* tunnel is never chosen, and traffic leaves it for any
@@ -25,7 +26,7 @@ pub enum Policy {
         /// return to a higher-priority tunnel once it is trusted again
         failback: bool,
     },
-    /// lowest smoothed RTT, with hysteresis
+    /// lowest base RTT, with hysteresis
     LowestRtt {
         /// required relative gain (0.2: the other must be 20 % faster)
         ratio: f64,
@@ -103,6 +104,9 @@ pub struct PathView {
     pub suppressed: bool,
     /// smoothed RTT
     pub srtt: Option<Duration>,
+    /// the lowest RTT of the last few seconds (the path's delay without queueing), which
+    /// [`Policy::LowestRtt`] compares; `srtt` where it is missing
+    pub base_rtt: Option<Duration>,
     /// why it last went down, and how long it had been silent then
     pub down: Option<(DownReason, Duration)>,
     /// taken out of service by the operator
@@ -110,6 +114,11 @@ pub struct PathView {
 }
 
 impl PathView {
+    /// The RTT the lowest-RTT policy compares.
+    fn rtt(&self) -> Option<Duration> {
+        self.base_rtt.or(self.srtt)
+    }
+
     fn usable(&self) -> bool {
         self.health == PathHealth::Up && !self.suppressed && !self.drained
     }
@@ -164,7 +173,7 @@ impl Selector {
         match self.policy {
             Policy::Priority { .. } => candidates.map(|(i, _)| i).next(),
             Policy::LowestRtt { .. } => candidates
-                .min_by_key(|(i, p)| (p.srtt.unwrap_or(Duration::MAX), *i))
+                .min_by_key(|(i, p)| (p.rtt().unwrap_or(Duration::MAX), *i))
                 .map(|(i, _)| i),
         }
     }
@@ -273,7 +282,7 @@ impl Selector {
                     return None;
                 }
                 let to = self.best(paths, PathView::usable)?;
-                let (cur, best) = (current.srtt?, paths.get(to)?.srtt?);
+                let (cur, best) = (current.rtt()?, paths.get(to)?.rtt()?);
                 let gain = cur.saturating_sub(best);
                 if gain >= min_gain && best.as_secs_f64() <= cur.as_secs_f64() * (1.0 - ratio) {
                     self.last_rtt_switch = Some(now);
@@ -299,6 +308,7 @@ mod tests {
             health: PathHealth::Down,
             suppressed: false,
             srtt: None,
+            base_rtt: None,
             down: None,
             drained: false,
         };
@@ -321,6 +331,7 @@ mod tests {
             health,
             suppressed: false,
             srtt: Some(Duration::from_millis(srtt_ms)),
+            base_rtt: None,
             down: None,
             drained: false,
         }
