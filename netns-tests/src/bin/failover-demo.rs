@@ -11,19 +11,36 @@ use std::time::Duration;
 use clap::Parser;
 use netns_tests::scenario::*;
 
-/// The command line: no arguments, only --help and --version.
+/// The command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "failover-demo",
     version = netns_tests::VERSION,
-    about = "The live failover demo (as root; takes no arguments)"
+    about = "The live failover demo (as root)"
 )]
-struct Cli {}
+struct Cli {
+    /// Wide-area distances between the client and the datacenters, through the lab's
+    /// impairment relay: none, seed (15/15/35 ms RTT), wifi (10 ms, jitter, 1 % bursty loss)
+    /// or intercontinental (40/90/150 ms) [default: FO_PROFILE, else none]
+    #[arg(long, value_parser = parse_profile)]
+    profile: Option<Profile>,
+}
+
+fn parse_profile(s: &str) -> Result<Profile, String> {
+    Profile::parse(s).map_err(|e| e.to_string())
+}
 
 fn main() -> ExitCode {
-    // anything but --help / --version is a usage error: clap says which argument, exit 2
-    let Cli {} = Cli::parse();
-    match run() {
+    // a bad argument is a usage error: clap says which, exit 2
+    let cli = Cli::parse();
+    let profile = match cli.profile.map_or_else(Profile::from_env, Ok) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("demo: FO_PROFILE: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(profile) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -33,10 +50,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> std::io::Result<bool> {
+fn run(profile: Profile) -> std::io::Result<bool> {
     let bytes = stream_bytes().min(150_000_000);
     println!("== building the lab: client, wan, dc1..dc3 (failoverd gateways on one inside segment), server");
-    let fl = FailoverLab::new("demo", 3, "")?;
+    if profile != Profile::None {
+        println!(
+            "   profile {}: dc1 {} ms, dc2 {} ms, dc3 {} ms RTT through the impairment relay ({})",
+            profile.label(),
+            profile.rtt(1).as_millis(),
+            profile.rtt(2).as_millis(),
+            profile.rtt(3).as_millis(),
+            profile.spec(1)
+        );
+    }
+    let fl = FailoverLab::with_profile("demo", 3, "", profile)?;
     println!("   client tunnels established to dc1, dc2, dc3; dc1 active and claiming {STABLE_V4} / {STABLE_V6}");
     let mut all_ok = true;
     for (round, (failing, next)) in [("dc1", "dc2"), ("dc2", "dc3")].into_iter().enumerate() {

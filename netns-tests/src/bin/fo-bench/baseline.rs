@@ -50,9 +50,10 @@ pub(crate) struct Baseline {
 }
 
 impl Baseline {
-    pub(crate) fn build() -> Result<Self> {
-        let mut lab = Lab::new("bench-wd")?;
-        let topo = Topology::build(&mut lab, 2)?;
+    /// The baseline lab, at `profile`'s distances.
+    pub(crate) fn build(profile: Profile) -> Result<Self> {
+        let mut lab = Lab::new(&format!("bench-wd-{}", profile.label()))?;
+        let topo = Topology::build_with(&mut lab, 2, profile)?;
         let client_key = keypair(&lab, "client")?;
         let mut dc_keys = Vec::new();
         let mut dc_ifs = Vec::new();

@@ -23,7 +23,7 @@ impl Bench {
         self.command("nft -f (in the active dc) table inet fo_fault { chain in { type filter hook input priority 0; udp dport 51820 drop; } chain out { type filter hook output priority 0; udp sport 51820 drop; } }  (blackhole: both chains; one-way loss: one of them)");
         self.command("kill -KILL <active gateway>; ip -n <dc> neigh del proxy 100.96.0.2 dev in0; failoverd gateway --config dcN.toml  (gateway SIGKILL, then restart)");
         let mut baseline = if base_total > 0 {
-            match Baseline::build() {
+            match Baseline::build(Profile::None) {
                 Ok(b) => {
                     self.command(
                         "bash watchdog.sh (in <client>): ping -n -q -c 1 -W 1 -I <active wg> <its dc's inner address> every 1 s; after 3 misses: ip route replace 198.19.0.0/16 dev <other wg>; ip -n <server> route replace 100.96.0.0/16 via <other dc's inside address>"

@@ -48,6 +48,7 @@ mod guest_path;
 mod markdown;
 mod memory;
 mod profile;
+mod wan;
 
 use baseline::*;
 use datapath::*;
@@ -76,8 +77,8 @@ enum ProfileMode {
 }
 
 /// The sections `--skip` can leave out.
-const SECTIONS: [&str; 6] = [
-    "datapath", "failover", "baseline", "memory", "guest", "profile",
+const SECTIONS: [&str; 7] = [
+    "datapath", "failover", "baseline", "wan", "memory", "guest", "profile",
 ];
 
 /// The command line as clap reads it; [`Opts`] fills in the defaults, some of which depend on
@@ -115,6 +116,17 @@ struct Cli {
     /// Pings for the RTT, spread over the repetitions [default: 20; --quick 5]
     #[arg(long, value_name = "N")]
     pings: Option<usize>,
+    /// Wide area: failover injections per kind and profile, 4 kinds, 3 profiles [default: 8;
+    /// --quick 1]
+    #[arg(long, value_name = "N")]
+    wan_injections: Option<usize>,
+    /// Wide area: watchdog-baseline injections per profile [default: 4; --quick 1]
+    #[arg(long, value_name = "N")]
+    wan_baseline_injections: Option<usize>,
+    /// Wide area: seconds of verified streams without a fault per profile, for false switches
+    /// [default: 120; --quick 10]
+    #[arg(long, value_name = "S")]
+    wan_soak_secs: Option<u64>,
     /// Guest runs per NIC backend [default: 3; --quick 1]
     #[arg(long, value_name = "N")]
     guest_runs: Option<usize>,
@@ -168,6 +180,9 @@ struct Opts {
     guest_runs: usize,
     guest_bytes: u64,
     soak_secs: u64,
+    wan_injections: usize,
+    wan_baseline_injections: usize,
+    wan_soak_secs: u64,
     profile: ProfileMode,
     boringtun: Option<PathBuf>,
     skip: Vec<String>,
@@ -201,6 +216,9 @@ impl Opts {
                 .guest_bytes
                 .unwrap_or(if quick { 10_000_000 } else { 200_000_000 }),
             soak_secs: cli.soak_secs,
+            wan_injections: pick(cli.wan_injections, 8, 1),
+            wan_baseline_injections: pick(cli.wan_baseline_injections, 4, 1),
+            wan_soak_secs: cli.wan_soak_secs.unwrap_or(if quick { 10 } else { 120 }),
             profile: cli.profile.unwrap_or(if quick {
                 ProfileMode::Off
             } else {
@@ -415,6 +433,7 @@ impl Bench {
             );
         }
         self.section("failover", |b| b.failover());
+        self.section("wan", |b| b.wan());
         self.section("memory", |b| b.memory());
         self.section("guest", |b| b.guest());
         if !self.results.contains_key("false_switches") {
@@ -563,7 +582,10 @@ impl Bench {
                 "secs": self.opts.secs, "injections_per_kind": self.opts.injections,
                 "baseline_injections": self.opts.baseline_injections,
                 "stream_bytes": self.opts.stream_bytes, "guest_runs": self.opts.guest_runs,
-                "guest_bytes": self.opts.guest_bytes, "soak_secs": if self.opts.long { json!(self.opts.soak_secs) } else { Value::Null },
+                "guest_bytes": self.opts.guest_bytes,
+                "wan_injections_per_kind": self.opts.wan_injections,
+                "wan_baseline_injections": self.opts.wan_baseline_injections,
+                "wan_soak_secs": self.opts.wan_soak_secs, "soak_secs": if self.opts.long { json!(self.opts.soak_secs) } else { Value::Null },
             }),
         );
         let mut commands = vec![format!(

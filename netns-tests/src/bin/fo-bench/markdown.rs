@@ -269,6 +269,9 @@ pub(crate) fn markdown(r: &Value) -> String {
             "\nfailoverd: 20 ms probes, detect multiplier 4, switch-over recovery on, 2 datacenters, no failback. Baseline: two wireguard-go tunnels and a ping watchdog (1 s interval, 3 misses) that swaps the client's route and, at the same moment, the server's return route (its best case)."
         );
     }
+    if let Some(w) = g(&["wan"]) {
+        wan_markdown(&mut md, w);
+    }
     let fs = g(&["false_switches"]);
     let _ = writeln!(
         md,
@@ -384,4 +387,64 @@ pub(crate) fn markdown(r: &Value) -> String {
         }
     }
     md
+}
+
+/// The wide-area section: per profile, failoverd beside the watchdog under the same profile.
+fn wan_markdown(md: &mut String, w: &Value) {
+    let _ = writeln!(
+        md,
+        "\n## Wide area (through the impairment relay; verified TCP stream both ways)\n"
+    );
+    let cell = |v: &Value, path: &[&str]| {
+        let mut x = Some(v);
+        for p in path {
+            x = x.and_then(|x| x.get(*p));
+        }
+        fmt_num(x, 0)
+    };
+    let _ = writeln!(
+        md,
+        "| profile | RTT dc1 / dc2 ms | detect p50 / p99 ms | stall down p50 / p99 ms | stall up p50 / p99 ms | survived | false switches (soak) | target: stall p99 ≤ | met | watchdog detect p50 / p99 ms | watchdog stall p50 / p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for p in ["seed", "wifi", "intercontinental"] {
+        let Some(v) = w.get(p) else { continue };
+        let f = v.pointer("/failoverd").unwrap_or(&Value::Null);
+        let wd = v.pointer("/watchdog").unwrap_or(&Value::Null);
+        let _ = writeln!(
+            md,
+            "| {p} | {} / {} | {} / {} | {} / {} | {} / {} | {}/{} | {} in {} s | {} ms | {} | {} / {} | {} / {} |",
+            cell(v, &["rtt_ms", "dc1"]),
+            cell(v, &["rtt_ms", "dc2"]),
+            cell(f, &["detect_ms", "p50"]),
+            cell(f, &["detect_ms", "p99"]),
+            cell(f, &["stall_down_ms", "p50"]),
+            cell(f, &["stall_down_ms", "p99"]),
+            cell(f, &["stall_up_ms", "p50"]),
+            cell(f, &["stall_up_ms", "p99"]),
+            cell(f, &["survived"]),
+            cell(f, &["injections"]),
+            cell(v, &["soak", "false_switches"]),
+            cell(v, &["soak", "secs"]),
+            cell(v, &["target", "bound_ms"]),
+            match v.pointer("/target/met").unwrap_or(&Value::Null).as_bool() {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "–",
+            },
+            cell(wd, &["detect_ms", "p50"]),
+            cell(wd, &["detect_ms", "p99"]),
+            cell(wd, &["stall_ms", "p50"]),
+            cell(wd, &["stall_ms", "p99"]),
+        );
+    }
+    let r = w.pointer("/relay").unwrap_or(&Value::Null);
+    let _ = writeln!(
+        md,
+        "\nThe original paper: {}. The relay itself sustained {} Mbit/s of TCP at seed delay with {} CPU-s per Gbit ({} of one core), {} kernel drops: above every rate in this section.",
+        w.pointer("/paper").unwrap_or(&Value::Null).as_str().unwrap_or("?"),
+        fmt_num(r.get("mbit_s"), 0),
+        fmt_num(r.get("relay_cpu_s_per_gbit"), 2),
+        fmt_num(r.get("relay_cpu_share_of_one_core"), 2),
+        fmt_num(r.get("kernel_drops"), 0),
+    );
 }
