@@ -26,6 +26,8 @@ pub struct Link {
     pub loss_down: f64,
     /// one-way delay
     pub delay: Duration,
+    /// extra delay per datagram, uniform in `[0, jitter]`; datagrams may overtake each other
+    pub jitter: Duration,
     /// everything client → gateway lost
     pub black_up: bool,
     /// everything gateway → client lost
@@ -140,8 +142,13 @@ impl Net {
             return;
         }
         self.order += 1;
+        let jitter = if link.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            link.jitter.mul_f64(self.random())
+        };
         self.queue.push(Reverse(InFlight {
-            at: self.now + link.delay,
+            at: self.now + link.delay + jitter,
             order: self.order,
             to_client,
             dc,

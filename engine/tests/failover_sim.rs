@@ -1212,3 +1212,131 @@ fn a_claim_is_announced_again_only_while_its_client_probes_here() {
         "dc2 lost its client before announcing again: {dc2_announced:?}"
     );
 }
+
+// ---- wide area: jitter, distance, spikes (the lab's profiles, on the virtual clock) ----------
+
+/// The lowest-rtt policy of the daemon's defaults: 20 % and 5 ms better, at most every 10 s.
+fn lowest_rtt() -> Policy {
+    Policy::LowestRtt {
+        ratio: 0.2,
+        min_gain: Duration::from_millis(5),
+        min_dwell: Duration::from_secs(10),
+    }
+}
+
+/// Sets datacenter `dc`'s links to `one_way` ± up to `jitter` (uniform, reordering).
+fn distance(sim: &mut Sim, dc: usize, one_way_ms: f64, jitter_ms: f64) {
+    sim.net.links[dc].delay = Duration::from_secs_f64(one_way_ms / 1e3);
+    sim.net.links[dc].jitter = Duration::from_secs_f64(jitter_ms / 1e3);
+}
+
+#[test]
+fn intercontinental_distances_with_jitter_for_ten_minutes_cause_no_switch() {
+    // 40, 90, 150 ms RTT, each datagram up to 10 ms late (and so reordered), both policies
+    for (policy, seed) in [(priority(), 61), (lowest_rtt(), 62)] {
+        let mut sim = Sim::new(3, seed, policy);
+        for (dc, ms) in [(0, 20.0), (1, 45.0), (2, 75.0)] {
+            distance(&mut sim, dc, ms, 10.0);
+        }
+        sim.run_until(Duration::from_secs(602));
+        assert!(
+            sim.switches.is_empty(),
+            "{policy:?}: false switches: {:?}",
+            sim.switches
+        );
+        let s = sim.client.status();
+        assert!(s.iter().all(|d| d.health == probe::PathHealth::Up), "{s:?}");
+        assert!(
+            s[2].srtt.is_some_and(|r| r >= Duration::from_millis(150)),
+            "{:?}",
+            s[2].srtt
+        );
+    }
+}
+
+#[test]
+fn a_blackhole_at_intercontinental_distance_is_detected_within_the_rto_and_a_trip() {
+    let mut detections = Vec::new();
+    for seed in 1..=12u64 {
+        let mut sim = Sim::new(2, 70 + seed, priority());
+        // (the links lengthen after the first handshake at 1 ms: a spike at start-up, which
+        // may move traffic and back; it settles long before the fault)
+        distance(&mut sim, 0, 75.0, 2.0);
+        distance(&mut sim, 1, 45.0, 2.0);
+        sim.run_until(Duration::from_secs(10));
+        assert_eq!(sim.client.active(), DcId::new(0));
+        let phase = Duration::from_micros((sim.random() * 40_000.0) as u64);
+        let fail_at = Duration::from_secs(10) + phase;
+        sim.run_until(fail_at);
+        sim.net.links[0].black_up = true;
+        sim.net.links[0].black_down = true;
+        sim.run_until(fail_at + Duration::from_secs(2));
+        let s = sim.switches_after(fail_at);
+        assert_eq!(s.len(), 1, "seed {seed}: {s:?}");
+        detections.push(s[0].0 - fail_at);
+    }
+    detections.sort();
+    let worst = *detections.last().unwrap();
+    eprintln!(
+        "150 ms RTT blackhole: detection p50 {:?}, worst {worst:?}",
+        percentile(&detections, 0.5)
+    );
+    // the last reply can be a one-way trip after the fault; then 4 intervals and the RTO
+    // (about the RTT): well under 400 ms
+    assert!(worst <= Duration::from_millis(400), "{detections:?}");
+}
+
+#[test]
+fn lowest_rtt_holds_among_equal_jittered_paths_and_moves_beyond_the_hysteresis() {
+    // seed: 15, 15, 35 ms RTT, each datagram up to 4 ms late
+    let mut sim = Sim::new(3, 81, lowest_rtt());
+    for (dc, ms) in [(0, 7.5), (1, 7.5), (2, 17.5)] {
+        distance(&mut sim, dc, ms, 4.0);
+    }
+    sim.run_until(Duration::from_secs(300));
+    assert!(sim.switches.is_empty(), "{:?}", sim.switches);
+    assert_eq!(sim.client.active(), DcId::new(0));
+    // dc1 at 18 ms: inside the hysteresis (3 ms, 17 %)
+    distance(&mut sim, 0, 9.0, 4.0);
+    sim.run_until(Duration::from_secs(330));
+    assert!(sim.switches.is_empty(), "{:?}", sim.switches);
+    // dc1 at 25 ms: beyond it; the base RTT (lowest of 4 s) shows it within the window
+    distance(&mut sim, 0, 12.5, 4.0);
+    sim.run_until(Duration::from_secs(340));
+    let s = sim.switches_after(Duration::from_secs(330));
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!((s[0].1, s[0].2), (0, 1));
+    let after = s[0].0 - Duration::from_secs(330);
+    assert!(
+        after <= Duration::from_secs(5),
+        "moved {after:?} after the rise"
+    );
+}
+
+#[test]
+fn a_spike_beyond_the_budget_moves_traffic_and_it_returns_only_after_the_spike() {
+    // 15 ms RTT; +200 ms for 2 s: a failure while it silences the tunnel; the late replies
+    // must not bring traffic back into the spike
+    let mut sim = Sim::new(2, 91, priority());
+    distance(&mut sim, 0, 7.5, 0.3);
+    distance(&mut sim, 1, 7.5, 0.3);
+    sim.run_until(Duration::from_secs(5));
+    let start = Duration::from_secs(5);
+    distance(&mut sim, 0, 107.5, 0.3);
+    sim.run_until(start + Duration::from_secs(2));
+    distance(&mut sim, 0, 7.5, 0.3);
+    let end = start + Duration::from_secs(2);
+    sim.run_until(start + Duration::from_secs(10));
+    let s = sim.switches_after(start);
+    assert_eq!(s.len(), 2, "away and back: {s:?}");
+    assert_eq!((s[0].1, s[0].2), (0, 1));
+    assert!(s[0].0 - start <= Duration::from_millis(150), "{s:?}");
+    assert_eq!((s[1].1, s[1].2), (1, 0));
+    // back after the spike, its trailing replies, and a whole hold-down (1 s)
+    assert!(s[1].0 >= end + Duration::from_secs(1), "{s:?}");
+    eprintln!(
+        "spike: away {:?} in, back {:?} after it",
+        s[0].0 - start,
+        s[1].0 - end
+    );
+}
