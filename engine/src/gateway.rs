@@ -182,6 +182,15 @@ impl Gateway {
         }
     }
 
+    /// The switch generation client `peer`'s claim was made for (0 for static return paths and
+    /// for clients that send none): the network prefers the claim with the highest.
+    pub fn generation(&self, peer: PeerId) -> u32 {
+        match self.return_path(peer) {
+            Some(ReturnPath::Claim) => self.echo.generation(peer.0),
+            _ => 0,
+        }
+    }
+
     /// Applies a new client list (a reload): a client whose key, allowed IPs, keepalive and
     /// return path are unchanged keeps its session and claim; every other configured client
     /// is removed (its claim released: a `Release` event) and those new or changed are added

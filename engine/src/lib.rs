@@ -157,6 +157,9 @@ pub struct EngineConfig {
     /// randomness for probe nonces and ICMP identifiers, drawn by the front end (the engine
     /// has none): a new value per process
     pub seed: u64,
+    /// the wall clock (since the Unix epoch) at the `now` given to [`Engine::new`]: switch
+    /// generations grow with it, so a restarted client's claims outrank its old ones
+    pub unix_time: Duration,
 }
 
 /// A datacenter as the engine builds it: its tunnel's and probe's own configuration.
@@ -174,12 +177,26 @@ struct Planned {
 /// An [`EngineConfig`] in the terms of the crates below.
 #[derive(Debug)]
 struct Lowered {
+    unix_time: Duration,
     stable: StableAddresses,
     datacenters: Vec<Planned>,
     probe: ProbeConfig,
     policy: Policy,
     keeper: KeeperConfig,
     routes: Vec<Prefix>,
+}
+
+/// Switch generations count tenths of a second from 2026-01-01T00:00:00Z (Unix time): 32 bits
+/// last until 2039, and a client restarted with a sane clock starts above every generation it
+/// claimed with before.
+const GENERATION_EPOCH: Duration = Duration::from_secs(1_767_225_600);
+
+/// The generation the wall clock gives at `now`, from `base` = (an instant, the wall clock
+/// then). A switch takes the larger of this and the last generation + 1.
+fn generation_at(base: (Instant, Duration), now: Instant) -> u32 {
+    let wall = base.1 + now.saturating_duration_since(base.0);
+    let tenths = wall.saturating_sub(GENERATION_EPOCH).as_millis() / 100;
+    u32::try_from(tenths).unwrap_or(u32::MAX)
 }
 
 /// splitmix64: a well-mixed value per (seed, datacenter) for nonces and ICMP ids.
@@ -229,6 +246,7 @@ impl EngineConfig {
             })
             .collect();
         Lowered {
+            unix_time: self.unix_time,
             keeper: KeeperConfig {
                 local: self.local,
                 max_flows: self.max_flows,
@@ -520,6 +538,10 @@ struct Datacenter {
 /// The client engine. See the module docs for the calling contract.
 pub struct Engine {
     dcs: Vec<Datacenter>,
+    /// the client's switch generation, carried by every probe (see [`generation_at`])
+    generation: u32,
+    /// (an instant, the wall clock then) for [`generation_at`]
+    generation_base: (Instant, Duration),
     selector: Selector,
     probe_buf: Vec<u8>,
     probe_malformed: u64,
@@ -631,6 +653,8 @@ impl Engine {
             return Err(EngineError::NoDatacenter);
         }
         let resolver = resolver_for(&config, now);
+        let generation_base = (now, config.unix_time);
+        let generation = generation_at(generation_base, now).max(1);
         let mut dcs = Vec::with_capacity(config.datacenters.len());
         for (i, dc) in config.datacenters.into_iter().enumerate() {
             let probe_source = probe_source(&config.stable, &dc)?;
@@ -640,11 +664,14 @@ impl Engine {
             } else {
                 Intent::Standby
             });
+            d.monitor.set_generation(generation);
             dcs.push(d);
         }
         let dcs_len = dcs.len();
         Ok(Self {
             dcs,
+            generation,
+            generation_base,
             // All tunnels start together: the first one gets a handshake's worth of time to
             // answer (1 s covers a WAN round trip or two) before it is left like a failed one.
             selector: Selector::new(
@@ -1055,6 +1082,13 @@ impl Engine {
                 ready: false,
             });
         }
+        self.generation = self
+            .generation
+            .saturating_add(1)
+            .max(generation_at(self.generation_base, now));
+        for d in &mut self.dcs {
+            d.monitor.set_generation(self.generation);
+        }
         if let Some(old) = self.dcs.get_mut(sw.from) {
             old.monitor.set_intent(Intent::Standby);
             old.monitor.probe_now(now);
@@ -1300,6 +1334,7 @@ impl Engine {
             } else {
                 Intent::Standby
             });
+            d.monitor.set_generation(self.generation);
         }
         self.recovery = None;
         self.awaiting_data = None;
@@ -1365,6 +1400,12 @@ impl Engine {
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// The client's switch generation now (carried by every probe; the network prefers the
+    /// claim with the highest).
+    pub fn generation(&self) -> u32 {
+        self.generation
     }
 
     /// Status of every datacenter.

@@ -92,6 +92,7 @@ impl Sim {
                 switch_recovery: recovery,
                 routes: Vec::new(),
                 seed,
+                unix_time: Duration::from_secs(1_800_000_000),
             },
             t0,
         )
@@ -779,6 +780,7 @@ fn config_for(sim: &Sim, dcs: &[usize], policy: Policy) -> EngineConfig {
         switch_recovery: true,
         routes: Vec::new(),
         seed: sim.seed,
+        unix_time: Duration::from_secs(1_800_000_000),
     }
 }
 
@@ -1338,5 +1340,37 @@ fn a_spike_beyond_the_budget_moves_traffic_and_it_returns_only_after_the_spike()
         "spike: away {:?} in, back {:?} after it",
         s[0].0 - start,
         s[1].0 - end
+    );
+}
+
+#[test]
+fn every_switch_raises_the_generation_the_gateways_claim_with() {
+    // what routed datacenters rely on: the newest claim carries the highest generation, also
+    // where an old gateway never heard that the client left (it was cut off)
+    let mut sim = warm(2, 31, priority());
+    let peer = tunnel::PeerId(0);
+    let first = sim.net.gateways[0].1.generation(peer);
+    assert!(first > 0 && first == sim.client.generation(), "{first}");
+    // 1_800_000_000 s Unix is 2027-01-15: (that − 2026-01-01) in tenths of a second
+    assert!(first >= 327_744_000, "from the wall clock: {first}");
+    sim.net.links[0].black_up = true;
+    sim.net.links[0].black_down = true;
+    sim.run_until(Duration::from_millis(2500));
+    assert_eq!(sim.client.active(), DcId::new(1));
+    let second = sim.net.gateways[1].1.generation(peer);
+    assert!(second > first, "{second} after {first}");
+    // dc1 was cut off: it still claims with the old generation until its claim times out
+    assert!(sim.net.gateways[0].1.claimed(peer));
+    assert_eq!(sim.net.gateways[0].1.generation(peer), first);
+    sim.run_until(Duration::from_secs(4));
+    sim.net.links[0].black_up = false;
+    sim.net.links[0].black_down = false;
+    sim.run_until(Duration::from_secs(8));
+    assert_eq!(sim.client.active(), DcId::new(0), "failed back");
+    let third = sim.net.gateways[0].1.generation(peer);
+    assert!(third > second, "{third} after {second}");
+    assert!(
+        !sim.net.gateways[1].1.claimed(peer),
+        "dc2 released on Standby"
     );
 }

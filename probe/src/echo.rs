@@ -63,6 +63,8 @@ struct ClientState {
     /// smoothed time between fresh requests
     spacing: Option<Duration>,
     claimed: bool,
+    /// the switch generation the claim was made for (0: a version 1 client, which has none)
+    generation: u32,
     /// smallest (local µs − sent µs) seen for this nonce
     min_offset_us: Option<i128>,
     last_change: Option<Instant>,
@@ -102,6 +104,12 @@ impl EchoResponder {
     /// Whether client `i` is claimed.
     pub fn claimed(&self, client: usize) -> bool {
         self.clients.get(client).is_some_and(|c| c.claimed)
+    }
+
+    /// The switch generation client `i`'s claim was made for: the network prefers the claim
+    /// with the highest (0 for clients that send none).
+    pub fn generation(&self, client: usize) -> u32 {
+        self.clients.get(client).map_or(0, |c| c.generation)
     }
 
     /// When client `i` last sent a fresh request.
@@ -178,8 +186,12 @@ impl EchoResponder {
             c.spacing = Some(c.spacing.map_or(gap, |s| (s * 7 + gap) / 8));
         }
         c.last_heard = Some(now);
+        let generation = msg.generation.unwrap_or(0);
         let wanted = match (msg.intent, c.claimed) {
             (Intent::Active, false) => Some(ClaimChange::Claim),
+            // claimed, but the client has switched since (away and back, unheard here): claim
+            // again with the newer generation, so the network prefers this claim again
+            (Intent::Active, true) if generation > c.generation => Some(ClaimChange::Claim),
             (Intent::Standby, true) => Some(ClaimChange::Release),
             _ => None,
         };
@@ -189,6 +201,9 @@ impl EchoResponder {
         let change = if debounced { None } else { wanted };
         if let Some(ch) = change {
             c.claimed = ch == ClaimChange::Claim;
+            if c.claimed {
+                c.generation = generation;
+            }
             c.last_change = Some(now);
         }
         Ok(Answer {
@@ -234,6 +249,7 @@ mod tests {
             nonce,
             seq,
             sent_us,
+            generation: Some(1),
         }
     }
 
@@ -364,5 +380,43 @@ mod tests {
         }
         // 250 ms of toggling every 5 ms: at most one change per 100 ms
         assert!(changes <= 3, "{changes} changes");
+    }
+
+    #[test]
+    fn a_newer_generation_claims_again_and_an_older_one_does_not() {
+        #[allow(clippy::disallowed_methods)] // base of a virtual clock
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut e = EchoResponder::new(1, Duration::from_secs(2));
+        let at = |gen: u32, seq: u64| ProbeMessage {
+            generation: Some(gen),
+            ..req(Intent::Active, 1, seq, seq * 20_000)
+        };
+        let a = e.handle_request(ms(20), 0, &at(7, 1)).unwrap();
+        assert_eq!(a.change, Some(ClaimChange::Claim));
+        assert_eq!(e.generation(0), 7);
+        // the same generation: nothing to do
+        let a = e.handle_request(ms(200), 0, &at(7, 10)).unwrap();
+        assert_eq!(a.change, None);
+        // the client went away and came back without this gateway hearing the Standby: a newer
+        // generation claims again, so the network prefers this claim once more
+        let a = e.handle_request(ms(400), 0, &at(9, 20)).unwrap();
+        assert_eq!(a.change, Some(ClaimChange::Claim));
+        assert_eq!(e.generation(0), 9);
+        // an older generation never lowers it
+        let a = e.handle_request(ms(600), 0, &at(8, 30)).unwrap();
+        assert_eq!(a.change, None);
+        assert_eq!(e.generation(0), 9);
+        // a version 1 client has generation 0
+        let mut e = EchoResponder::new(1, Duration::from_secs(2));
+        let v1 = ProbeMessage {
+            generation: None,
+            ..req(Intent::Active, 1, 1, 0)
+        };
+        assert_eq!(
+            e.handle_request(ms(20), 0, &v1).unwrap().change,
+            Some(ClaimChange::Claim)
+        );
+        assert_eq!(e.generation(0), 0);
     }
 }

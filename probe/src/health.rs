@@ -203,6 +203,8 @@ pub struct PathMonitor {
     nonce: u64,
     epoch: Instant,
     intent: Intent,
+    /// the client's switch generation, carried by every probe
+    generation: u32,
     state: PathHealth,
     ever_up: bool,
     down_reason: Option<DownReason>,
@@ -240,6 +242,7 @@ impl PathMonitor {
             nonce,
             epoch: now,
             intent: Intent::Standby,
+            generation: 0,
             state: PathHealth::Down,
             ever_up: false,
             down_reason: None,
@@ -392,6 +395,11 @@ impl PathMonitor {
     /// The intent carried by probes.
     pub fn intent(&self) -> Intent {
         self.intent
+    }
+
+    /// Sets the switch generation carried by the next probes.
+    pub fn set_generation(&mut self, generation: u32) {
+        self.generation = generation;
     }
 
     /// The process did not run for `gap` (suspend, SIGSTOP, a paused VM) and `now` is the first
@@ -615,6 +623,7 @@ impl PathMonitor {
             nonce: self.nonce,
             seq: self.seq,
             sent_us,
+            generation: Some(self.generation),
         })
     }
 

@@ -287,6 +287,7 @@ mod tests {
             nonce: 7,
             seq,
             sent_us: 99,
+            generation: Some(5),
         }
     }
 

@@ -1,19 +1,26 @@
 //! The probe message.
 //!
 //! ```text
-//!  0      4    5    6      7    8            16           24            32
-//!  | FOPB | v1 |kind|intent| 0  |   nonce    |    seq     |  sent_us    |
+//!  0      4    5    6      7    8            16           24            32           36    40
+//!  | FOPB | v  |kind|intent| 0  |   nonce    |    seq     |  sent_us    | generation | 0   |
 //! ```
 //! All integers big-endian. `nonce` is random per client process and tunnel, so replies to
 //! another client's probes (or to an earlier run's) are recognised; `seq` increases per probe;
 //! `sent_us` is the client's own clock, echoed verbatim and checked against what was recorded.
+//! Version 2 adds `generation`, the client's switch generation: it grows with every switch
+//! and across restarts (it is taken from the client's wall clock), so the network can prefer
+//! the newest claim of a client that moved while an older datacenter still announces it.
+//! Version 1 (32 bytes, no generation) is still understood and answered in kind, so gateways
+//! can be upgraded before their clients.
 
 /// Magic bytes at the start of every probe message.
 pub const MAGIC: [u8; 4] = *b"FOPB";
-/// The only version spoken.
-pub const VERSION: u8 = 1;
-/// Encoded length.
-pub const LEN: usize = 32;
+/// The version sent.
+pub const VERSION: u8 = 2;
+/// Encoded length of version 2.
+pub const LEN: usize = 40;
+/// Encoded length of version 1.
+pub const LEN_V1: usize = 32;
 /// UDP port of the gateway's probe responder on its inner address.
 pub const PROBE_PORT: u16 = 51821;
 
@@ -65,14 +72,34 @@ pub struct ProbeMessage {
     pub seq: u64,
     /// client clock at sending, microseconds since its own epoch
     pub sent_us: u64,
+    /// the client's switch generation; `None`: a version 1 message, which has none
+    pub generation: Option<u32>,
+}
+
+/// An encoded message: version 1 or 2, as long as its version says.
+#[derive(Debug, Clone, Copy)]
+pub struct Encoded {
+    buf: [u8; LEN],
+    len: usize,
+}
+
+impl std::ops::Deref for Encoded {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&self.buf)
+    }
 }
 
 impl ProbeMessage {
-    /// Encodes into 32 bytes.
-    pub fn encode(&self) -> [u8; LEN] {
+    /// Encodes: version 2 (40 bytes) with a generation, version 1 (32 bytes) without.
+    pub fn encode(&self) -> Encoded {
         let mut b = [0u8; LEN];
         b[..4].copy_from_slice(&MAGIC);
-        b[4] = VERSION;
+        b[4] = if self.generation.is_some() {
+            VERSION
+        } else {
+            1
+        };
         b[5] = match self.kind {
             ProbeKind::Request => 1,
             ProbeKind::Reply => 2,
@@ -84,17 +111,39 @@ impl ProbeMessage {
         b[8..16].copy_from_slice(&self.nonce.to_be_bytes());
         b[16..24].copy_from_slice(&self.seq.to_be_bytes());
         b[24..32].copy_from_slice(&self.sent_us.to_be_bytes());
-        b
+        let len = match self.generation {
+            Some(g) => {
+                b[32..36].copy_from_slice(&g.to_be_bytes());
+                LEN
+            }
+            None => LEN_V1,
+        };
+        Encoded { buf: b, len }
     }
 
-    /// Parses exactly one message; trailing bytes are refused.
+    /// Parses exactly one message of version 1 or 2; trailing bytes are refused.
     pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
-        let b: &[u8; LEN] = bytes.try_into().map_err(|_| WireError::Length)?;
-        if b[..4] != MAGIC {
+        if bytes.len() < LEN_V1 {
+            return Err(WireError::Length);
+        }
+        let mut b = [0u8; LEN];
+        if bytes.get(..4) != Some(&MAGIC[..]) {
             return Err(WireError::Magic);
         }
-        if b[4] != VERSION {
-            return Err(WireError::Version);
+        let generation = match (bytes.get(4), bytes.len()) {
+            (Some(1), LEN_V1) => None,
+            (Some(2), LEN) => {
+                b.copy_from_slice(bytes);
+                if b[36..40] != [0; 4] {
+                    return Err(WireError::Field);
+                }
+                Some(u32::from_be_bytes([b[32], b[33], b[34], b[35]]))
+            }
+            (Some(1 | 2), _) => return Err(WireError::Length),
+            _ => return Err(WireError::Version),
+        };
+        if let (Some(dst), Some(src)) = (b.get_mut(..LEN_V1), bytes.get(..LEN_V1)) {
+            dst.copy_from_slice(src);
         }
         let kind = match b[5] {
             1 => ProbeKind::Request,
@@ -122,10 +171,11 @@ impl ProbeMessage {
             nonce: u64_at(8),
             seq: u64_at(16),
             sent_us: u64_at(24),
+            generation,
         })
     }
 
-    /// The reply a gateway sends for this request: same fields, kind Reply.
+    /// The reply a gateway sends for this request: same fields (and version), kind Reply.
     pub fn reply(&self) -> Self {
         Self {
             kind: ProbeKind::Reply,
@@ -146,22 +196,43 @@ mod tests {
             nonce: 0x0102_0304_0506_0708,
             seq: 42,
             sent_us: 1_000_000,
+            generation: Some(0x0a0b_0c0d),
         };
-        let b = m.encode();
+        let b: Vec<u8> = m.encode().to_vec();
+        assert_eq!(b.len(), LEN);
+        assert_eq!(b[4], 2);
         assert_eq!(ProbeMessage::parse(&b), Ok(m));
         assert_eq!(ProbeMessage::parse(&b[..31]), Err(WireError::Length));
-        let mut bad = b;
+        assert_eq!(ProbeMessage::parse(&b[..39]), Err(WireError::Length));
+        let mut bad = b.clone();
         bad[0] = b'X';
         assert_eq!(ProbeMessage::parse(&bad), Err(WireError::Magic));
-        let mut bad = b;
-        bad[4] = 2;
+        let mut bad = b.clone();
+        bad[4] = 3;
         assert_eq!(ProbeMessage::parse(&bad), Err(WireError::Version));
-        for (i, v) in [(5, 0), (5, 3), (6, 2), (7, 1)] {
-            let mut bad = b;
+        for (i, v) in [(5, 0), (5, 3), (6, 2), (7, 1), (36, 1), (39, 1)] {
+            let mut bad = b.clone();
             bad[i] = v;
-            assert_eq!(ProbeMessage::parse(&bad), Err(WireError::Field));
+            assert_eq!(ProbeMessage::parse(&bad), Err(WireError::Field), "byte {i}");
         }
         assert_eq!(m.reply().kind, ProbeKind::Reply);
+        assert_eq!(m.reply().generation, m.generation);
+        // version 1: no generation, 32 bytes, answered in kind
+        let v1 = ProbeMessage {
+            generation: None,
+            ..m
+        };
+        let b1: Vec<u8> = v1.encode().to_vec();
+        assert_eq!((b1.len(), b1[4]), (LEN_V1, 1));
+        assert_eq!(ProbeMessage::parse(&b1), Ok(v1));
+        assert_eq!(v1.reply().encode().len(), LEN_V1);
+        // a version 1 header on 40 bytes, or version 2 on 32, is refused
+        let mut mixed = b.clone();
+        mixed[4] = 1;
+        assert_eq!(ProbeMessage::parse(&mixed), Err(WireError::Length));
+        let mut short = b1.clone();
+        short[4] = 2;
+        assert_eq!(ProbeMessage::parse(&short), Err(WireError::Length));
     }
 
     proptest::proptest! {

@@ -61,6 +61,7 @@ pub fn engine_config(config: &ClientConfig) -> EngineConfig {
         switch_recovery: config.switch_recovery,
         routes: config.routes.clone(),
         seed: rand_core::OsRng.next_u64(),
+        unix_time: std::time::Duration::from_millis(clock::unix_millis()),
     }
 }
 

@@ -276,6 +276,7 @@ pub fn engine_config() -> EngineConfig {
         switch_recovery: true,
         routes: Vec::new(),
         seed: 0x5eed,
+        unix_time: std::time::Duration::from_secs(1_800_000_000),
     }
 }
 

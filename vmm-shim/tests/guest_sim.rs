@@ -965,6 +965,7 @@ fn build(opts: Opts, t0: Instant) -> (GuestNet, Vec<(SocketAddr, Gateway)>) {
             switch_recovery: true,
             routes: Vec::new(),
             seed: opts.seed,
+            unix_time: std::time::Duration::from_secs(1_800_000_000),
         },
         t0,
     )
