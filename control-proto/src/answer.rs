@@ -138,6 +138,10 @@ pub struct Client {
     pub established: bool,
     /// this gateway claims the client's addresses (the return path comes here)
     pub claimed: bool,
+    /// while claimed: the client's switch generation the claim was made for (the network
+    /// prefers the highest; 0 for clients that send none)
+    #[serde(default)]
+    pub claim_generation: Option<u32>,
     /// milliseconds since its last probe; `null`: never probed
     pub last_probe_ms_ago: Option<u64>,
     /// inner bytes sent to it
@@ -150,6 +154,25 @@ pub struct Client {
     pub allowed_ips: Vec<String>,
     /// its datagrams and packets dropped, by reason
     pub drops: Counts,
+}
+
+/// What a gateway's watch on its routing daemon (BIRD) last found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingDaemon {
+    /// its control socket
+    pub socket: String,
+    /// the last check got an answer
+    pub reachable: bool,
+    /// BGP sessions it has
+    pub bgp_sessions: u32,
+    /// of those, Established
+    pub bgp_established: u32,
+    /// checks made
+    pub checks: u64,
+    /// checks that failed
+    pub failures: u64,
+    /// why the last check failed
+    pub last_error: Option<String>,
 }
 
 /// Local packets a client dropped.
@@ -331,6 +354,16 @@ pub struct GatewayStatus {
     pub probes_refused: ProbesRefused,
     /// probes reordered or stale: echoed, their intent not acted on
     pub probes_stale: u64,
+    /// how claims are made: `neighbour` (proxy ARP/NDP on a shared segment), `route` (kernel
+    /// routes of protocol 209 for a routing daemon), or both
+    #[serde(default)]
+    pub claim_backends: Vec<String>,
+    /// stale claims (routes, proxy entries) a previous run left behind, removed at start
+    #[serde(default)]
+    pub stale_claims_removed: u64,
+    /// the routing daemon that exports the claims, when its socket is configured
+    #[serde(default)]
+    pub routing_daemon: Option<RoutingDaemon>,
     /// claims of a client's addresses carried out
     pub claims: u64,
     /// releases carried out
@@ -688,6 +721,7 @@ mod tests {
                 endpoint: None,
                 established: false,
                 claimed: false,
+                claim_generation: None,
                 last_probe_ms_ago: None,
                 tx_bytes: 0,
                 rx_bytes: 0,
@@ -708,6 +742,9 @@ mod tests {
             claim_errors: 0,
             datagrams_received: 0,
             send_errors: 0,
+            claim_backends: vec!["neighbour".into()],
+            stale_claims_removed: 0,
+            routing_daemon: None,
         });
         assert_eq!(round_trip::<Status>(&gateway.clone().into()), gateway);
         assert_eq!(gateway.mode(), "gateway");

@@ -11,6 +11,8 @@ use runtime::config::{
     parse_public_key, read_key, read_toml, ConfigError, Ctx, Operations,
 };
 use serde::Deserialize;
+
+use crate::takeover::Backends;
 use tunnel::{AllowedIps, Prefix, PrivateKey, PublicKey};
 
 /// Most clients one gateway file may list.
@@ -42,6 +44,10 @@ struct RawGateway {
     inside_interface: String,
     #[serde(default = "default_claim_timeout")]
     claim_timeout_ms: u64,
+    #[serde(default = "default_claim")]
+    claim: Vec<String>,
+    #[serde(default)]
+    routing_daemon_socket: Option<PathBuf>,
     #[serde(default)]
     control_group: Option<String>,
     #[serde(default)]
@@ -98,6 +104,12 @@ pub struct GatewayConfig {
     pub inside_interface: String,
     /// a claim is released after this long without a probe from its client
     pub claim_timeout: Duration,
+    /// how a claim is made: proxy ARP/NDP on a shared segment, a kernel route for a routing
+    /// daemon, or both
+    pub claim_backends: Backends,
+    /// the routing daemon's control socket (BIRD's), watched so status shows whether our
+    /// claims are exported; `None`: not watched
+    pub routing_daemon_socket: Option<PathBuf>,
     /// clients
     pub clients: Vec<GatewayClient>,
     /// control socket readers, metrics, user
@@ -227,7 +239,48 @@ impl GatewayConfig {
                 "use 100-3600000; 2000 releases two seconds after a client falls silent",
             ));
         }
+        let mut claim_backends = Backends {
+            neighbour: false,
+            route: false,
+        };
+        if g.claim.is_empty() {
+            return Err(ctx.err(
+                "gateway.claim",
+                "is empty",
+                "name at least one backend: [\"neighbour\"] (shared inside segment), [\"route\"] (a routing daemon exports our routes) or both",
+            ));
+        }
+        for b in &g.claim {
+            let slot = match b.as_str() {
+                "neighbour" => &mut claim_backends.neighbour,
+                "route" => &mut claim_backends.route,
+                other => {
+                    return Err(ctx.err(
+                        "gateway.claim",
+                        format!("'{other}' is not a claim backend"),
+                        "use \"neighbour\" (proxy ARP/NDP and announcements on a shared inside segment) or \"route\" (a kernel route of protocol 209 for BIRD or FRR to export)",
+                    ))
+                }
+            };
+            if *slot {
+                return Err(ctx.err(
+                    "gateway.claim",
+                    format!("names '{b}' twice"),
+                    "name each backend once",
+                ));
+            }
+            *slot = true;
+        }
+        if g.routing_daemon_socket.is_some() && !claim_backends.route {
+            return Err(ctx.err(
+                "gateway.routing_daemon_socket",
+                "is set but claim does not include \"route\"",
+                "add \"route\" to claim (the routing daemon exports the routes it makes), or remove routing_daemon_socket",
+            ));
+        }
         Ok(Self {
+            routing_daemon_socket: g.routing_daemon_socket,
+            claim_backends,
             private_key,
             listen_port: g.listen_port,
             inside_interface: g.inside_interface,
@@ -243,6 +296,10 @@ impl GatewayConfig {
             clients,
         })
     }
+}
+
+fn default_claim() -> Vec<String> {
+    vec!["neighbour".into()]
 }
 
 fn default_claim_timeout() -> u64 {

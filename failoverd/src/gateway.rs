@@ -19,7 +19,8 @@ use tunnel::{Outcome, PeerConfig, PeerId};
 
 use crate::config::GatewayConfig;
 use crate::net;
-use crate::takeover::Takeover;
+use crate::routing_daemon;
+use crate::takeover::{Backends, Takeover};
 use runtime::control::{self, Command};
 use runtime::metrics::{self, Exposition};
 use runtime::notify::Notifier;
@@ -73,6 +74,8 @@ fn restart_needed(old: &GatewayConfig, new: &GatewayConfig) -> Option<&'static s
         Some("gateway.interface or gateway.mtu")
     } else if old.inside_interface != new.inside_interface {
         Some("gateway.inside_interface")
+    } else if old.claim_backends != new.claim_backends {
+        Some("gateway.claim")
     } else if old.handshake_rate_limit != new.handshake_rate_limit
         || old.claim_timeout != new.claim_timeout
     {
@@ -159,7 +162,12 @@ pub async fn run(
     privileges::set_non_dumpable()?;
     let tun = net::create_tun(&config.interface, config.mtu)?;
     net::configure_interface(&config.interface, config.mtu, &config.address_hosts, &[]).await?;
-    let mut takeover = Takeover::new(&config.interface, &config.inside_interface).await?;
+    let mut takeover = Takeover::new(
+        &config.interface,
+        &config.inside_interface,
+        config.claim_backends,
+    )
+    .await?;
     let socket = underlay::underlay_socket(config.listen_port)?;
     let dual_stack = socket.local_addr().is_ok_and(|a| a.is_ipv6());
     let mut gateway = Gateway::new(EngineGatewayConfig {
@@ -171,6 +179,13 @@ pub async fn run(
     })
     .context("building the WireGuard responder")?;
     let mut claimable: Vec<Vec<IpAddr>> = config.clients.iter().map(claim_addresses).collect();
+    // a gateway that was SIGKILLed (or lost power) left its claims in the kernel: they would
+    // keep attracting clients that have moved on
+    let all: Vec<IpAddr> = claimable.iter().flatten().copied().collect();
+    let (stale_routes, stale_proxies) = takeover
+        .clean_up(&all)
+        .await
+        .context("removing the claims a previous run left behind")?;
     let mut names: Vec<String> = config.clients.iter().map(|c| c.name.clone()).collect();
 
     let (control_tx, mut control_rx) = mpsc::channel(16);
@@ -207,7 +222,15 @@ pub async fn run(
     let mut udp_buf = vec![0u8; BUFFER_LEN];
     let mut out = vec![0u8; BUFFER_LEN];
     let mut batch = Batch::for_datagrams(BATCH);
-    let mut counters = Counters::default();
+    let routing = config
+        .routing_daemon_socket
+        .clone()
+        .map(|socket| (socket.clone(), routing_daemon::watch(socket)));
+    let mut counters = Counters {
+        stale_routes: u64::try_from(stale_routes).unwrap_or(u64::MAX),
+        stale_proxies: u64::try_from(stale_proxies).unwrap_or(u64::MAX),
+        ..Counters::default()
+    };
     gateway.handle_timeout(clock::now());
     notifier.ready(&status_line(&gateway, &names));
     // the status line follows claims and releases (rebuilding it per datagram costs)
@@ -285,9 +308,9 @@ pub async fn run(
             () = clock::sleep_until(deadline) => gateway.handle_timeout(clock::now()),
             Some(request) = control_rx.recv() => {
                 let answer = match request.command {
-                    Command::Status => Answer::from(Status::Gateway(status(&gateway, &names, &counters))),
+                    Command::Status => Answer::from(Status::Gateway(status(&gateway, &names, &counters, config.claim_backends, routing.as_ref()))),
                     Command::Clients => Answer::Clients(control_proto::ClientList { clients: client_list(&gateway, &names) }),
-                    Command::Metrics => Answer::Metrics(control_proto::Metrics { text: metrics(&gateway, &names, &counters).render() }),
+                    Command::Metrics => Answer::Metrics(control_proto::Metrics { text: metrics(&gateway, &names, &counters, config.claim_backends, routing.as_ref()).render() }),
                     Command::Reload => reload(&path, &mut config, &mut gateway, &mut names, &mut claimable),
                     _ => Answer::error("this is a gateway: it answers status, clients, metrics, reload"),
                 };
@@ -326,6 +349,10 @@ struct Counters {
     claims: u64,
     releases: u64,
     claim_errors: u64,
+    /// routes a previous run left behind, removed at start
+    stale_routes: u64,
+    /// proxy entries a previous run left behind, removed at start
+    stale_proxies: u64,
 }
 
 /// Carries out every claim, release and announcement the engine asked for, and reports each
@@ -343,7 +370,8 @@ async fn carry_out_all(
             GatewayEvent::Release(p) => (p, Change::Release),
             GatewayEvent::Announce(p) => (p, Change::Announce),
         };
-        let landed = carry_out(peer, what, claimable, names, takeover, counters).await;
+        let generation = gateway.generation(peer);
+        let landed = carry_out(peer, what, generation, claimable, names, takeover, counters).await;
         if what == Change::Claim {
             gateway.claim_done(clock::now(), peer, landed);
         }
@@ -361,6 +389,7 @@ enum Change {
 async fn carry_out(
     peer: PeerId,
     what: Change,
+    generation: u32,
     claimable: &[Vec<IpAddr>],
     names: &[String],
     takeover: &mut Takeover,
@@ -370,7 +399,7 @@ async fn carry_out(
     let mut all_ok = true;
     for addr in claimable.get(peer.0).into_iter().flatten() {
         let result = match what {
-            Change::Claim => takeover.claim(*addr).await,
+            Change::Claim => takeover.claim(*addr, generation).await,
             Change::Release => takeover.release(*addr).await,
             Change::Announce => {
                 if takeover.is_claimed(*addr) {
@@ -382,7 +411,7 @@ async fn carry_out(
         match result {
             Ok(()) if what == Change::Claim => {
                 counters.claims += 1;
-                tracing::info!(client = name, %addr, "claimed client address");
+                tracing::info!(client = name, %addr, generation, "claimed client address");
             }
             Ok(()) => {
                 counters.releases += 1;
@@ -414,8 +443,43 @@ fn status_line(gateway: &Gateway, names: &[String]) -> String {
     }
 }
 
-fn metrics(gateway: &Gateway, names: &[String], counters: &Counters) -> Exposition {
+/// The routing daemon's watch: its socket and what it last found.
+type Routing = (PathBuf, routing_daemon::Shared);
+
+fn routing_health(routing: Option<&Routing>) -> Option<(String, routing_daemon::Health)> {
+    let (socket, shared) = routing?;
+    let h = shared.lock().ok()?.clone();
+    Some((socket.display().to_string(), h))
+}
+
+fn metrics(
+    gateway: &Gateway,
+    names: &[String],
+    counters: &Counters,
+    backends: Backends,
+    routing: Option<&Routing>,
+) -> Exposition {
     let mut e = Exposition::default();
+    if let Some((_, h)) = routing_health(routing) {
+        e.gauge(
+            "failoverd_gateway_routing_daemon_up",
+            "Whether the routing daemon answered its last check (1) or not (0).",
+            &[],
+            f64::from(u8::from(h.reachable)),
+        );
+        e.gauge(
+            "failoverd_gateway_routing_daemon_bgp_established",
+            "The routing daemon's BGP sessions that are Established.",
+            &[],
+            f64::from(h.bgp_established),
+        );
+        e.counter(
+            "failoverd_gateway_routing_daemon_check_failures_total",
+            "Checks of the routing daemon that failed.",
+            &[],
+            h.failures,
+        );
+    }
     let responder = gateway.responder();
     for id in responder.peer_ids() {
         let (Some(t), Some(name)) = (responder.peer(id), names.get(id.0)) else {
@@ -468,18 +532,32 @@ fn metrics(gateway: &Gateway, names: &[String], counters: &Counters) -> Expositi
         &[],
         gateway.probes_answered(),
     );
-    e.counter(
-        "failoverd_gateway_claims_total",
-        "Addresses claimed.",
-        &[],
-        counters.claims,
-    );
-    e.counter(
-        "failoverd_gateway_releases_total",
-        "Addresses released.",
-        &[],
-        counters.releases,
-    );
+    // one claim is carried out by every backend in use
+    for backend in backends.names() {
+        e.counter(
+            "failoverd_gateway_claims_total",
+            "Addresses claimed, by claim backend.",
+            &[("backend", backend)],
+            counters.claims,
+        );
+        e.counter(
+            "failoverd_gateway_releases_total",
+            "Addresses released, by claim backend.",
+            &[("backend", backend)],
+            counters.releases,
+        );
+    }
+    for (backend, n) in [
+        ("route", counters.stale_routes),
+        ("neighbour", counters.stale_proxies),
+    ] {
+        e.counter(
+            "failoverd_gateway_stale_claims_removed_total",
+            "Claims a previous run left behind, removed at start, by claim backend.",
+            &[("backend", backend)],
+            n,
+        );
+    }
     e.counter(
         "failoverd_gateway_claim_errors_total",
         "Claim changes that failed.",
@@ -508,6 +586,7 @@ fn client_list(gateway: &Gateway, names: &[String]) -> Vec<Client> {
                 endpoint: t.endpoint(),
                 established: t.is_established(),
                 claimed: gateway.claimed(id),
+                claim_generation: gateway.claimed(id).then(|| gateway.generation(id)),
                 last_probe_ms_ago: gateway.last_probe(id).map(|p| {
                     u64::try_from(now.saturating_duration_since(p).as_millis()).unwrap_or(u64::MAX)
                 }),
@@ -526,10 +605,27 @@ fn client_list(gateway: &Gateway, names: &[String]) -> Vec<Client> {
         .collect()
 }
 
-fn status(gateway: &Gateway, names: &[String], counters: &Counters) -> GatewayStatus {
+fn status(
+    gateway: &Gateway,
+    names: &[String],
+    counters: &Counters,
+    backends: Backends,
+    routing: Option<&Routing>,
+) -> GatewayStatus {
     let responder = gateway.responder();
     let refusals = gateway.refusals();
     GatewayStatus {
+        routing_daemon: routing_health(routing).map(|(socket, h)| control_proto::RoutingDaemon {
+            socket,
+            reachable: h.reachable,
+            bgp_sessions: h.bgp_sessions,
+            bgp_established: h.bgp_established,
+            checks: h.checks,
+            failures: h.failures,
+            last_error: h.last_error,
+        }),
+        claim_backends: backends.names().into_iter().map(String::from).collect(),
+        stale_claims_removed: counters.stale_routes + counters.stale_proxies,
         public_key: responder.public_key().to_string(),
         clients: client_list(gateway, names),
         port_drops: drop_counts(responder.port_drops()),

@@ -8,4 +8,5 @@ pub mod client;
 pub mod config;
 pub mod gateway;
 pub mod net;
+pub mod routing_daemon;
 pub mod takeover;

@@ -39,12 +39,20 @@
 //! - One announcement is one frame. A caller that wants to survive its loss calls
 //!   [`Takeover::announce`] again (it is cheap and idempotent).
 //!
+//! **Claim backends** ([`Backends`], chosen per gateway): `neighbour` is all of the above, for
+//! a datacenter whose gateways and servers share the inside segment. `route` is the host
+//! route alone, marked with routing protocol [`ROUTE_PROTOCOL`] (`failover` in `rt_protos`)
+//! and metric [`route_metric`] of the client's switch generation, for a routing daemon (BIRD,
+//! FRR) to export exactly these routes and let the newest claim win; nothing is proxied or
+//! announced on the segment. Both may be on. Every host route of ours carries the protocol,
+//! so [`Takeover::clean_up`] finds what a crashed gateway left behind.
+//!
 //! It must never: run `ip` or any other program; touch neighbour entries, routes or sysctls
 //! other than those named above (in particular never another host's addresses, and never the
 //! inside interface's own addresses); block the runtime (its sockets are non-blocking); read
 //! from its raw sockets (they are filtered to receive nothing).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV6};
 use std::path::PathBuf;
@@ -55,7 +63,7 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkLayerType};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage,
 };
-use rtnetlink::packet_route::route::{RouteMessage, RouteScope};
+use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol, RouteScope};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::RouteMessageBuilder;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -91,18 +99,58 @@ const ENODEV: i32 = libc::ENODEV;
 /// `IPPROTO_ICMPV6`; the libc crate does not export it.
 const ICMP6_FILTER: libc::c_int = 1;
 
+/// The routing protocol number of failoverd's host routes (`209 failover` in
+/// `/etc/iproute2/rt_protos.d/failover.conf`, shipped in `dist/bird/`): a routing daemon exports
+/// routes of this protocol and nothing else.
+pub const ROUTE_PROTOCOL: u8 = 209;
+
+/// The kernel route metric of a claim made for switch generation `generation`: the newer the
+/// claim, the lower the metric (BIRD's filter in `dist/bird/gateway.conf` makes it the BGP
+/// MED, and the lowest MED wins at the backbone).
+pub fn route_metric(generation: u32) -> u32 {
+    u32::MAX - generation
+}
+
+/// How a gateway claims a client's addresses (its configuration's `claim`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backends {
+    /// proxy ARP/NDP and announcements on a shared inside segment
+    pub neighbour: bool,
+    /// a kernel route of [`ROUTE_PROTOCOL`] with the generation's metric, for a routing daemon
+    pub route: bool,
+}
+
+impl Backends {
+    /// The names, as in the configuration.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.neighbour {
+            v.push("neighbour");
+        }
+        if self.route {
+            v.push("route");
+        }
+        v
+    }
+}
+
 /// This gateway's claim on client stable addresses on the inside segment. See the module docs.
 pub struct Takeover {
     handle: rtnetlink::Handle,
     connection: tokio::task::JoinHandle<()>,
     tun: Interface,
     inside: Interface,
+    backends: Backends,
+    /// the inside MAC, with the neighbour backend
     inside_mac: Mac,
-    /// AF_PACKET socket bound to `inside`, protocol 0 so it never receives; sends GARPs.
-    arp_socket: Socket,
-    /// Raw ICMPv6 socket bound to `inside`; `None` where the kernel has no IPv6.
+    /// AF_PACKET socket bound to `inside`, protocol 0 so it never receives; sends GARPs. With
+    /// the neighbour backend only.
+    arp_socket: Option<Socket>,
+    /// Raw ICMPv6 socket bound to `inside`; `None` where the kernel has no IPv6, or without the
+    /// neighbour backend.
     ndp_socket: Option<Socket>,
-    claimed: BTreeSet<IpAddr>,
+    /// claimed addresses and the metric of their host route
+    claimed: BTreeMap<IpAddr, u32>,
     /// Whether the inside interface's IPv4 / IPv6 proxy sysctls were set by this `Takeover`.
     v4_sysctls_done: bool,
     v6_sysctls_done: bool,
@@ -120,6 +168,7 @@ impl fmt::Debug for Takeover {
         f.debug_struct("Takeover")
             .field("tun", &self.tun)
             .field("inside", &self.inside)
+            .field("backends", &self.backends)
             .field("inside_mac", &format_mac(self.inside_mac))
             .field("claimed", &self.claimed)
             .finish_non_exhaustive()
@@ -134,7 +183,7 @@ impl Takeover {
     /// neighbour advertisements). Needs CAP_NET_ADMIN (netlink changes, sysctls) and CAP_NET_RAW
     /// (the raw sockets); errors say which one is missing. Must be called inside a tokio
     /// runtime (it spawns the netlink connection task, aborted on drop).
-    pub async fn new(tun: &str, inside: &str) -> anyhow::Result<Self> {
+    pub async fn new(tun: &str, inside: &str, backends: Backends) -> anyhow::Result<Self> {
         let (connection, handle, _) = rtnetlink::new_connection()
             .context("opening a netlink socket (needs CAP_NET_ADMIN for the takeover)")?;
         let connection = tokio::spawn(connection);
@@ -143,6 +192,12 @@ impl Takeover {
         let looked_up = async {
             let (tun_index, _) = lookup_link(&handle, tun).await?;
             let (inside_index, inside_mac) = lookup_link(&handle, inside).await?;
+            let inside_mac = match (inside_mac, backends.neighbour) {
+                (Some(mac), _) => Some(mac),
+                // routed: nothing is answered or announced on the inside link
+                (None, false) => Some([0; 6]),
+                (None, true) => None,
+            };
             let inside_mac = inside_mac.ok_or_else(|| {
                 anyhow!(
                     "inside interface {inside} is not an Ethernet interface with a MAC address: \
@@ -164,9 +219,12 @@ impl Takeover {
             }
         };
         let sockets = (|| {
+            if !backends.neighbour {
+                return anyhow::Ok((None, None));
+            }
             let arp_socket = arp_socket(inside, inside_index)?;
             let ndp_socket = ndp_socket(inside, inside_index)?;
-            anyhow::Ok((arp_socket, ndp_socket))
+            anyhow::Ok((Some(arp_socket), ndp_socket))
         })();
         let (arp_socket, ndp_socket) = match sockets {
             Ok(sockets) => sockets,
@@ -182,6 +240,7 @@ impl Takeover {
             inside_index,
             inside_mac = %format_mac(inside_mac),
             ipv6 = ndp_socket.is_some(),
+            backends = ?backends.names(),
             "takeover ready"
         );
         Ok(Self {
@@ -195,10 +254,11 @@ impl Takeover {
                 name: inside.to_owned(),
                 index: inside_index,
             },
+            backends,
             inside_mac,
             arp_socket,
             ndp_socket,
-            claimed: BTreeSet::new(),
+            claimed: BTreeMap::new(),
             v4_sysctls_done: false,
             v6_sysctls_done: false,
         })
@@ -211,7 +271,11 @@ impl Takeover {
     /// Call it when this gateway becomes the client's active gateway. Fails, changing nothing,
     /// if forwarding is off on the inside interface. On a failure after the route is in place
     /// the address counts as claimed, so [`release`](Self::release) cleans up.
-    pub async fn claim(&mut self, addr: IpAddr) -> anyhow::Result<()> {
+    ///
+    /// `generation` is the client's switch generation: with the route backend it sets the
+    /// route's metric ([`route_metric`]); claiming a claimed address with another generation
+    /// adds the new route before it deletes the old one.
+    pub async fn claim(&mut self, addr: IpAddr, generation: u32) -> anyhow::Result<()> {
         check_claimable(addr)?;
         match addr {
             IpAddr::V4(_) if !self.v4_sysctls_done => {
@@ -219,7 +283,7 @@ impl Takeover {
                 self.v4_sysctls_done = true;
             }
             IpAddr::V6(_) if !self.v6_sysctls_done => {
-                if self.ndp_socket.is_none() {
+                if self.backends.neighbour && self.ndp_socket.is_none() {
                     bail!(
                         "cannot claim {addr}: this kernel has no IPv6 (opening an ICMPv6 socket \
                          failed)"
@@ -231,7 +295,12 @@ impl Takeover {
             _ => {}
         }
 
-        let route = self.host_route(addr)?;
+        let metric = if self.backends.route {
+            route_metric(generation)
+        } else {
+            0
+        };
+        let route = self.host_route(addr, metric)?;
         self.handle
             .route()
             .add(route)
@@ -242,13 +311,20 @@ impl Takeover {
                 netlink_error(
                     e,
                     format!(
-                        "adding route {addr}/{} dev {}",
+                        "adding route {addr}/{} dev {} proto {ROUTE_PROTOCOL} metric {metric}",
                         host_len(addr),
                         self.tun.name
                     ),
                 )
             })?;
-        self.claimed.insert(addr);
+        if let Some(old) = self.claimed.insert(addr, metric).filter(|m| *m != metric) {
+            // the route of the older generation goes once the newer is in place
+            self.delete_route(addr, old).await?;
+        }
+        if !self.backends.neighbour {
+            tracing::info!(%addr, tun = %self.tun.name, metric, "address claimed (route)");
+            return Ok(());
+        }
 
         // NTF_PROXY makes the kernel create a proxy (pneigh) entry: no link-layer address, and
         // it answers for `addr` with the interface's own MAC.
@@ -281,12 +357,21 @@ impl Takeover {
     ///
     /// Does not check that `addr` is claimed; announcing an address this gateway does not route
     /// would blackhole it. Non-blocking: a full socket buffer is reported as an error.
+    ///
+    /// Without the neighbour backend there is nothing to announce: it does nothing.
     pub fn announce(&self, addr: IpAddr) -> anyhow::Result<()> {
+        if !self.backends.neighbour {
+            return Ok(());
+        }
         match addr {
             IpAddr::V4(v4) => {
                 let frame = garp_frame(self.inside_mac, v4);
                 let to = link_layer_address(self.inside.index, ETHERTYPE_ARP, BROADCAST);
-                self.arp_socket.send_to(&frame, &to).with_context(|| {
+                let socket = self
+                    .arp_socket
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("cannot announce {v4}: no ARP socket"))?;
+                socket.send_to(&frame, &to).with_context(|| {
                     format!("sending gratuitous ARP for {v4} on {}", self.inside.name)
                 })?;
             }
@@ -323,6 +408,18 @@ impl Takeover {
     pub async fn release(&mut self, addr: IpAddr) -> anyhow::Result<()> {
         // The proxy entry first: once it is gone this gateway stops answering for the address
         // even if deleting the route fails.
+        if self.backends.neighbour {
+            self.delete_proxy(addr).await?;
+        }
+        let metric = self.claimed.get(&addr).copied().unwrap_or(0);
+        self.delete_route(addr, metric).await?;
+        let was_claimed = self.claimed.remove(&addr).is_some();
+        tracing::info!(%addr, was_claimed, "address released");
+        Ok(())
+    }
+
+    /// Deletes the proxy neighbour entry for `addr` on the inside interface, if there is one.
+    async fn delete_proxy(&self, addr: IpAddr) -> anyhow::Result<()> {
         let mut proxy = NeighbourMessage::default();
         proxy.header.family = address_family(addr);
         proxy.header.ifindex = self.inside.index;
@@ -344,35 +441,116 @@ impl Takeover {
             )
         })?;
 
-        let route = self.host_route(addr)?;
+        Ok(())
+    }
+
+    /// Deletes the host route of `addr` with `metric`, if it is there.
+    async fn delete_route(&self, addr: IpAddr, metric: u32) -> anyhow::Result<()> {
+        let route = self.host_route(addr, metric)?;
         let route_result = self.handle.route().del(route).execute().await;
         ignore_missing(route_result, &[ESRCH, ENOENT, ENODEV]).map_err(|e| {
             netlink_error(
                 e,
                 format!(
-                    "deleting route {addr}/{} dev {}",
+                    "deleting route {addr}/{} dev {} metric {metric}",
                     host_len(addr),
                     self.tun.name
                 ),
             )
-        })?;
+        })
+    }
 
-        let was_claimed = self.claimed.remove(&addr);
-        tracing::info!(%addr, was_claimed, "address released");
-        Ok(())
+    /// Removes what a gateway that died without releasing left behind, before anything is
+    /// claimed: every route of [`ROUTE_PROTOCOL`] (in the main tables of both families) and,
+    /// with the neighbour backend, the proxy entries for `addresses` (the configured clients')
+    /// on the inside interface. Returns how many routes and proxy entries it removed.
+    pub async fn clean_up(&mut self, addresses: &[IpAddr]) -> anyhow::Result<(usize, usize)> {
+        let mut stale = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut query = RouteMessageBuilder::<IpAddr>::new().build();
+            query.header.address_family = family;
+            let mut dump = self.handle.route().get(query).execute();
+            while let Some(route) = dump
+                .try_next()
+                .await
+                .map_err(|e| netlink_error(e, "listing routes".into()))?
+            {
+                if route.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL) {
+                    stale.push(route);
+                }
+            }
+        }
+        let routes = stale.len();
+        for route in stale {
+            let result = self.handle.route().del(route).execute().await;
+            ignore_missing(result, &[ESRCH, ENOENT, ENODEV])
+                .map_err(|e| netlink_error(e, "deleting a stale route of ours".into()))?;
+        }
+        let mut proxies = 0;
+        if self.backends.neighbour {
+            for addr in addresses {
+                let existed = self.proxy_exists(*addr).await;
+                self.delete_proxy(*addr).await?;
+                proxies += usize::from(existed);
+            }
+        }
+        self.claimed.clear();
+        if routes + proxies > 0 {
+            tracing::warn!(
+                routes,
+                proxies,
+                "removed claims a previous run left behind (it did not shut down cleanly)"
+            );
+        }
+        Ok((routes, proxies))
+    }
+
+    /// Whether a proxy neighbour entry for `addr` exists on the inside interface.
+    async fn proxy_exists(&self, addr: IpAddr) -> bool {
+        let mut dump = self.handle.neighbours().get().proxies().execute();
+        while let Ok(Some(n)) = dump.try_next().await {
+            if n.header.ifindex != self.inside.index {
+                continue;
+            }
+            let matches = n.attributes.iter().any(|a| match (a, addr) {
+                (NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)), IpAddr::V4(x)) => {
+                    *v4 == x
+                }
+                (NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)), IpAddr::V6(x)) => {
+                    *v6 == x
+                }
+                _ => false,
+            });
+            if matches {
+                return true;
+            }
+        }
+        false
     }
 
     /// Whether `addr` is currently claimed by this `Takeover` (claimed, not released since).
     pub fn is_claimed(&self, addr: IpAddr) -> bool {
-        self.claimed.contains(&addr)
+        self.claimed.contains_key(&addr)
     }
 
-    /// The host route `addr/32` or `addr/128` through the TUN, as added and as deleted.
-    fn host_route(&self, addr: IpAddr) -> anyhow::Result<RouteMessage> {
+    /// The backends in use.
+    pub fn backends(&self) -> Backends {
+        self.backends
+    }
+
+    /// The host route `addr/32` or `addr/128` through the TUN, as added and as deleted: ours
+    /// ([`ROUTE_PROTOCOL`]), with `metric` unless it is 0.
+    fn host_route(&self, addr: IpAddr, metric: u32) -> anyhow::Result<RouteMessage> {
         let builder = RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(addr, host_len(addr))
             .map_err(|e| anyhow!("host route for {addr}: {e:?}"))?
-            .output_interface(self.tun.index);
+            .output_interface(self.tun.index)
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
+        let builder = if metric == 0 {
+            builder
+        } else {
+            builder.priority(metric)
+        };
         // Like `ip route add ADDR dev TUN`: an on-link IPv4 route has link scope. IPv6 routes
         // have no scope of their own.
         let builder = match addr {
@@ -382,7 +560,8 @@ impl Takeover {
         Ok(builder.build())
     }
 
-    /// Checks IPv4 forwarding on the inside interface; sets its ARP proxy_delay to 0.
+    /// Checks IPv4 forwarding on the inside interface; sets its ARP proxy_delay to 0 (with the
+    /// neighbour backend).
     fn prepare_ipv4(&self) -> anyhow::Result<()> {
         let name = &self.inside.name;
         require_sysctl_one(
@@ -390,6 +569,9 @@ impl Takeover {
             "IPv4 forwarding",
             &format!("`sysctl -w net.ipv4.conf.{name}.forwarding=1` (or net.ipv4.ip_forward=1)"),
         )?;
+        if !self.backends.neighbour {
+            return Ok(());
+        }
         write_sysctl(sysctl_path(&["ipv4", "neigh", name, "proxy_delay"]), "0")
     }
 
@@ -404,6 +586,9 @@ impl Takeover {
                  (or net.ipv6.conf.all.forwarding=1)"
             ),
         )?;
+        if !self.backends.neighbour {
+            return Ok(());
+        }
         write_sysctl(sysctl_path(&["ipv6", "conf", name, "proxy_ndp"]), "1")?;
         write_sysctl(sysctl_path(&["ipv6", "neigh", name, "proxy_delay"]), "0")
     }

@@ -261,3 +261,51 @@ fn gateway_without_an_inside_interface() {
     );
     assert!(err.contains("fix:"), "{err}");
 }
+
+#[test]
+fn gateway_claim_backends_are_checked() {
+    let dir = scratch("gwclaim");
+    let key = write_key(&dir.0, 0o600);
+    let file = dir.0.join("gateway.toml");
+    let check = |claim: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "[gateway]\nprivate_key_file = \"{}\"\naddress = [\"100.96.0.1/32\"]\ninside_interface = \"eth1\"\n{claim}\n\n[[client]]\nname = \"laptop\"\npublic_key = \"{GATEWAY_PUB}\"\nallowed_ips = [\"100.96.0.2/32\"]\n",
+                key.display()
+            ),
+        )
+        .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_failoverd"))
+            .args(["check-gateway", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    for good in [
+        "",
+        "claim = [\"route\"]",
+        "claim = [\"neighbour\", \"route\"]",
+    ] {
+        let out = check(good);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{good}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (bad, says) in [
+        ("claim = []", "is empty"),
+        ("claim = [\"bgp\"]", "'bgp' is not a claim backend"),
+        ("claim = [\"route\", \"route\"]", "twice"),
+    ] {
+        let out = check(bad);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {err}");
+        assert!(
+            err.contains("gateway.claim") && err.contains(says) && err.contains("fix:"),
+            "{bad}: {err}"
+        );
+    }
+}

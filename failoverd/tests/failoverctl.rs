@@ -450,6 +450,7 @@ fn gateway_clients() {
                 endpoint: Some("203.0.113.5:40000".parse().unwrap()),
                 established: true,
                 claimed: false,
+                claim_generation: None,
                 last_probe_ms_ago: Some(2500),
                 tx_bytes: 10,
                 rx_bytes: 20,
@@ -479,6 +480,9 @@ fn gateway_clients() {
                     claim_errors: 0,
                     datagrams_received: 4,
                     send_errors: 0,
+                    claim_backends: vec!["neighbour".into()],
+                    stale_claims_removed: 0,
+                    routing_daemon: None,
                 }))
                 .to_line()
             })
@@ -487,8 +491,8 @@ fn gateway_clients() {
     let out = ok(&ctl_at(&d, &["clients"]));
     assert_eq!(
         out,
-        "NAME    ENDPOINT           SESSION  CLAIMED  LAST PROBE  HANDSHAKES    RX    TX  ALLOWED IPS\n\
-         laptop  203.0.113.5:40000  up       no         2.5s ago           3  20 B  10 B  100.96.0.2/32\n"
+        "NAME    ENDPOINT           SESSION  CLAIMED  GENERATION  LAST PROBE  HANDSHAKES    RX    TX  ALLOWED IPS\n\
+         laptop  203.0.113.5:40000  up       no                -    2.5s ago           3  20 B  10 B  100.96.0.2/32\n"
     );
     let out = ok(&ctl_at(&d, &["status"]));
     assert!(

@@ -328,6 +328,16 @@ const CLIENTS: &[Column] = &[
         cell: |i| if flag(i, "claimed") { "yes" } else { "no" }.into(),
     },
     Column {
+        key: "claim_generation",
+        header: "GENERATION",
+        align: Align::Right,
+        cell: |i| {
+            i.get("claim_generation")
+                .and_then(Value::as_u64)
+                .map_or("-".into(), |g| g.to_string())
+        },
+    },
+    Column {
         key: "last_probe_ms_ago",
         header: "LAST PROBE",
         align: Align::Right,
@@ -576,6 +586,24 @@ pub fn status(answer: &Status, view: &View, now_ms: u64) -> Rendered {
                 "clients",
                 format!("{} ({claimed} claimed)", g.clients.len()),
             ));
+            header.push(("claim backends", g.claim_backends.join(", ")));
+            if let Some(r) = &g.routing_daemon {
+                header.push((
+                    "routing daemon",
+                    if r.reachable {
+                        format!(
+                            "up, {}/{} BGP sessions established",
+                            r.bgp_established, r.bgp_sessions
+                        )
+                    } else {
+                        format!(
+                            "NOT ANSWERING ({} failed checks): {}",
+                            r.failures,
+                            table::sanitize(r.last_error.as_deref().unwrap_or("-"))
+                        )
+                    },
+                ));
+            }
             header.push(("probes answered", g.probes_answered.to_string()));
         }
         Status::Client(c) | Status::Shim(control_proto::ShimStatus { client: c, .. }) => {
@@ -872,6 +900,7 @@ flows:           12 (table 65536)
             endpoint: Some("203.0.113.5:40000".parse().unwrap()),
             established: true,
             claimed: true,
+            claim_generation: Some(328_774_412),
             last_probe_ms_ago: Some(15),
             tx_bytes: 1,
             rx_bytes: 2048,
@@ -899,6 +928,17 @@ flows:           12 (table 65536)
             claim_errors: 0,
             datagrams_received: 9,
             send_errors: 0,
+            claim_backends: vec!["route".into()],
+            stale_claims_removed: 0,
+            routing_daemon: Some(control_proto::RoutingDaemon {
+                socket: "/run/bird/bird.ctl".into(),
+                reachable: true,
+                bgp_sessions: 2,
+                bgp_established: 2,
+                checks: 5,
+                failures: 0,
+                last_error: None,
+            }),
         });
         let out = status(&s, &view(None, None, false), 0);
         assert_eq!(
@@ -907,10 +947,12 @@ flows:           12 (table 65536)
 mode:             gateway
 public key:       PUB=
 clients:          1 (1 claimed)
+claim backends:   route
+routing daemon:   up, 2/2 BGP sessions established
 probes answered:  7
 
-NAME    ENDPOINT           SESSION  CLAIMED  LAST PROBE  HANDSHAKES       RX   TX  ALLOWED IPS
-laptop  203.0.113.5:40000  up       yes        15ms ago           1  2.0 KiB  1 B  100.96.0.2/32, fd00:96::2/128
+NAME    ENDPOINT           SESSION  CLAIMED  GENERATION  LAST PROBE  HANDSHAKES       RX   TX  ALLOWED IPS
+laptop  203.0.113.5:40000  up       yes       328774412    15ms ago           1  2.0 KiB  1 B  100.96.0.2/32, fd00:96::2/128
 "
         );
         let out = list(
