@@ -15,6 +15,7 @@ pub mod impair;
 pub mod lab;
 pub mod measure;
 pub mod roaming_lab;
+pub mod routed;
 pub mod scenario;
 pub mod stream;
 

@@ -1090,15 +1090,11 @@ pub fn start_wg_impl(
 
 /// Starts a gateway again from `old`'s configuration file (after it was killed), as a process
 /// named `daemon_name`, and waits for its control socket. A SIGKILLed gateway could not release
-/// its claim: its proxy neighbour entries on `in0` are removed first (the host routes went with
-/// its TUN), so the restarted gateway starts from a clean inside segment.
+/// its claim; the restarted one removes what it left behind (its proxy neighbour entries on
+/// `in0`; the host routes went with its TUN) before it claims anything: the lab does not help.
 pub fn restart_gateway(lab: &Lab, ns: &Ns, old: &Running, daemon_name: &str) -> Result<Running> {
     if old.daemon.is_running() {
         return Err(other(format!("{} is still running", old.daemon.name())));
-    }
-    for addr in [STABLE_V4, STABLE_V6] {
-        // absent when the gateway had not claimed the client: not an error
-        let _ = lab.exec_unchecked(ns, &["ip", "neigh", "del", "proxy", addr, "dev", "in0"]);
     }
     let daemon = lab.spawn(
         ns,

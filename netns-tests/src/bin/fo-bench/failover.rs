@@ -192,6 +192,8 @@ pub(crate) struct Injection {
     pub(crate) corrupted: bool,
     pub(crate) phase_ms: u64,
     pub(crate) mid_stream: bool,
+    /// when the client switched (Unix ms), failoverd only
+    pub(crate) switch_unix_ms: Option<u64>,
 }
 
 impl Injection {
@@ -266,6 +268,7 @@ impl Injection {
             phase_ms,
             // the stream was still running when the fault took effect: the injection counts
             mid_stream: started as f64 + report.elapsed_ms > applied as f64,
+            switch_unix_ms: None,
         }
     }
 }
@@ -374,7 +377,7 @@ pub(crate) fn inject_ours(
         .filter(|_| switched)
         .map(|s| s.unix_ms.saturating_sub(applied) as f64);
     let silent_ms = sw.as_ref().and_then(|s| s.detection_ms);
-    let inj = Injection::from_report(
+    let mut inj = Injection::from_report(
         kind,
         n,
         (active.clone(), to.to_owned()),
@@ -385,6 +388,7 @@ pub(crate) fn inject_ours(
         phase_ms,
         (started, applied),
     );
+    inj.switch_unix_ms = sw.as_ref().filter(|_| switched).map(|s| s.unix_ms);
     // heal
     match kind.direction() {
         Some(_) => heal(&fl.lab, &from_ns)?,

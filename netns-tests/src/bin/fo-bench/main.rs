@@ -48,6 +48,7 @@ mod guest_path;
 mod markdown;
 mod memory;
 mod profile;
+mod routed;
 mod wan;
 
 use baseline::*;
@@ -77,8 +78,8 @@ enum ProfileMode {
 }
 
 /// The sections `--skip` can leave out.
-const SECTIONS: [&str; 7] = [
-    "datapath", "failover", "baseline", "wan", "memory", "guest", "profile",
+const SECTIONS: [&str; 8] = [
+    "datapath", "failover", "baseline", "routed", "wan", "memory", "guest", "profile",
 ];
 
 /// The command line as clap reads it; [`Opts`] fills in the defaults, some of which depend on
@@ -433,6 +434,7 @@ impl Bench {
             );
         }
         self.section("failover", |b| b.failover());
+        self.section("routed", |b| b.routed());
         self.section("wan", |b| b.wan());
         self.section("memory", |b| b.memory());
         self.section("guest", |b| b.guest());

@@ -269,6 +269,9 @@ pub(crate) fn markdown(r: &Value) -> String {
             "\nfailoverd: 20 ms probes, detect multiplier 4, switch-over recovery on, 2 datacenters, no failback. Baseline: two wireguard-go tunnels and a ping watchdog (1 s interval, 3 misses) that swaps the client's route and, at the same moment, the server's return route (its best case)."
         );
     }
+    if let Some(rt) = g(&["routed"]) {
+        routed_markdown(&mut md, rt, g(&["failover"]));
+    }
     if let Some(w) = g(&["wan"]) {
         wan_markdown(&mut md, w);
     }
@@ -446,5 +449,49 @@ fn wan_markdown(md: &mut String, w: &Value) {
         fmt_num(r.get("relay_cpu_s_per_gbit"), 2),
         fmt_num(r.get("relay_cpu_share_of_one_core"), 2),
         fmt_num(r.get("kernel_drops"), 0),
+    );
+}
+
+/// The routed lab beside the shared-segment lab of the same run.
+fn routed_markdown(md: &mut String, rt: &Value, shared: Option<&Value>) {
+    let _ = writeln!(
+        md,
+        "\n## Routed datacenters (return path by BGP through BIRD, beside the shared segment)\n"
+    );
+    let cell = |v: Option<&Value>, path: &str| fmt_num(v.and_then(|v| v.pointer(path)), 0);
+    let _ = writeln!(
+        md,
+        "| figure | routed p50 | p99 | shared segment p50 | p99 |\n|---|---|---|---|---|"
+    );
+    for (k, label) in [
+        ("detect_ms", "detection: fault → switch, ms"),
+        ("stall_down_ms", "stall at the client (download), ms"),
+        ("stall_up_ms", "stall at the server (upload), ms"),
+        ("stall_ms", "receiver stall, worst direction, ms"),
+        (
+            "return_path_convergence_ms",
+            "return path: switch → backbone FIB moved, ms",
+        ),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {label} | {} | {} | {} | {} |",
+            cell(Some(rt), &format!("/{k}/p50")),
+            cell(Some(rt), &format!("/{k}/p99")),
+            cell(shared, &format!("/{k}/p50")),
+            cell(shared, &format!("/{k}/p99")),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nRouted: {} injections, {} survived, {} bytes corrupted. Target (routed stall p99 within 50 ms of the shared segment's): {}.",
+        cell(Some(rt), "/injections"),
+        cell(Some(rt), "/survived"),
+        cell(Some(rt), "/bytes_corrupted"),
+        match rt.pointer("/target/met").and_then(Value::as_bool) {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "not judged",
+        }
     );
 }
