@@ -147,10 +147,18 @@ pub fn start_bird(lab: &Lab, ns: &Ns, name: &str, config: &str) -> io::Result<Bi
             pid.display().to_string(),
         ],
     )?;
+    // BIRD creates its control socket before it reads its configuration (and leaves it behind
+    // when the configuration is refused): up means it answers on it
+    let sock = socket.display().to_string();
     wait_until(
         Duration::from_secs(10),
-        &format!("{name}'s control socket"),
-        || socket.exists() || !daemon.is_running(),
+        &format!("{name} to answer"),
+        || {
+            !daemon.is_running()
+                || lab
+                    .exec_unchecked(ns, &["birdc", "-s", sock.as_str(), "show", "status"])
+                    .is_ok_and(|o| o.status.success() && daemon.is_running())
+        },
     )?;
     if !daemon.is_running() {
         return Err(other(format!(
