@@ -254,7 +254,7 @@ fn check_spike(what: &str, switches: &[SwitchRecord], start: u64, end: u64) {
     assert_eq!((away.from.as_str(), away.to.as_str()), ("dc1", "dc2"));
     assert_eq!(away.reason, "probe_timeout");
     assert!(
-        away.unix_ms.saturating_sub(start) < 300,
+        away.unix_ms.saturating_sub(start) < 500,
         "{what}: moved {} ms into the spike",
         away.unix_ms - start
     );
@@ -285,7 +285,8 @@ fn a_latency_spike_on_the_active_path() {
     );
     check_spike("idle spike", &idle, start, end);
     let back = idle[1].unix_ms - end;
-    assert!(back < 3000, "failback {back} ms after the spike");
+    // back once the loss window has forgotten the spike: about 2 s here, later on a busy machine
+    assert!(back < 8000, "failback {back} ms after the spike");
 
     // under a verified stream both ways: inbound data may or may not pause long enough
     let n = failover_bytes();
