@@ -248,7 +248,13 @@ fn a_stopped_daemon_resumes_within_a_second_after_its_sessions_expired() {
             dc(&after, d),
             daemon_events(&fl.client.daemon).join("\n")
         );
-        assert_eq!(health(&after, d), "up", "{d}: {}", dc(&after, d));
+        // alive: up, or suspect for a moment while the stream above queues its probes (it
+        // was never declared down: its flaps are unchanged)
+        assert!(
+            matches!(health(&after, d).as_str(), "up" | "suspect"),
+            "{d}: {}",
+            dc(&after, d)
+        );
     }
     assert_eq!(after["active"], "dc1");
 }
