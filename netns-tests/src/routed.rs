@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::lab::{dc_underlay_ip, wait_until, Daemon, Lab, Ns, Topology, CLIENT_UNDERLAY_IP};
 use crate::scenario::{
     keypair, start_client, start_gateway_with, start_stream_server, wait_claimed, DcEntry,
-    FailoverLab, GatewayOptions, ReturnPath, Running, DEFAULT_MTU,
+    FailoverLab, GatewayOptions, ReturnPath, DEFAULT_MTU,
 };
 
 /// BIRD beside a gateway, as shipped.
@@ -38,11 +38,6 @@ fn other(msg: impl Into<String>) -> io::Error {
 /// Datacenter `i`'s (1-based) inside address, on its link to the backbone: 198.19.(10+i).11.
 pub fn dc_link_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 19, octet(i), 11)
-}
-
-/// The backbone's address on datacenter `i`'s link: 198.19.(10+i).1.
-pub fn backbone_link_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(198, 19, octet(i), 1)
 }
 
 fn octet(i: usize) -> u8 {
@@ -340,35 +335,6 @@ impl FailoverLab {
             routed,
         ))
     }
-}
-
-/// A gateway (`Running`) restarted after a SIGKILL, without any cleanup by the lab: the gateway
-/// must remove what it left behind itself.
-pub fn restart_routed_gateway(
-    lab: &Lab,
-    ns: &Ns,
-    old: &Running,
-    daemon_name: &str,
-) -> io::Result<Running> {
-    if old.daemon.is_running() {
-        return Err(other(format!("{} is still running", old.daemon.name())));
-    }
-    let daemon = lab.spawn(
-        ns,
-        daemon_name,
-        &[
-            crate::lab::bin_path("failoverd").into_os_string(),
-            "gateway".into(),
-            "--config".into(),
-            old.config.clone().into_os_string(),
-        ],
-    )?;
-    crate::scenario::wait_for_socket(&daemon, &old.control)?;
-    Ok(Running {
-        daemon,
-        control: old.control.clone(),
-        config: old.config.clone(),
-    })
 }
 
 /// `ip -ts monitor route` in `ns` (the backbone), from now on: its output says when the FIB

@@ -1211,3 +1211,32 @@ pub fn across_to(
         switch: sw,
     })
 }
+
+/// Bytes each way of one [`soak_streams`] stream.
+pub const SOAK_STREAM_BYTES: u64 = 20_000_000;
+
+/// Verified streams of [`SOAK_STREAM_BYTES`] each way, back to back, for `secs`, from the
+/// client to the server (seeds from `first_seed` on). Returns how many ran; an error names the
+/// first stream that lost or corrupted a byte.
+pub fn soak_streams(fl: &FailoverLab, secs: u64, first_seed: u64) -> Result<u64> {
+    let start = unix_millis();
+    let mut streams = 0u64;
+    while unix_millis().saturating_sub(start) < secs * 1000 {
+        let n = SOAK_STREAM_BYTES;
+        let report = run_stream(
+            &fl.lab,
+            &fl.topo.client,
+            Topology::SERVER_IP4.into(),
+            n,
+            first_seed + streams,
+        )?;
+        if !(report.ok && report.down.verified == n && report.up.verified_by_server == n) {
+            return Err(other(format!(
+                "soak stream {streams}: {}",
+                describe(&report)
+            )));
+        }
+        streams += 1;
+    }
+    Ok(streams)
+}

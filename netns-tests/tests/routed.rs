@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use netns_tests::lab::Topology;
-use netns_tests::routed::{monitor_routes, restart_routed_gateway, routed_to_at, Routed};
+use netns_tests::routed::{monitor_routes, routed_to_at, Routed};
 use netns_tests::scenario::*;
 
 fn stable() -> IpAddr {
@@ -239,8 +239,7 @@ fn a_gateway_restarted_after_sigkill_cleans_up_before_it_claims() {
             ],
         )
         .unwrap();
-    let restarted =
-        restart_routed_gateway(&fl.lab, &dc1, &fl.gateways[0], "dc1-restarted").unwrap();
+    let restarted = restart_gateway(&fl.lab, &dc1, &fl.gateways[0], "dc1-restarted").unwrap();
     netns_tests::lab::wait_until(
         Duration::from_secs(5),
         "the stale proxy entry removed",

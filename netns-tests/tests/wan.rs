@@ -188,24 +188,9 @@ fn soak_secs() -> u64 {
 fn wifi_soak_without_a_false_switch() {
     let fl = FailoverLab::with_profile("fo-wan-wifi", 3, "", Profile::Wifi).unwrap();
     let secs = soak_secs();
-    let start = unix_millis();
-    let mut streams = 0u64;
-    let mut bytes = 0u64;
     // verified streams back to back for the whole soak: 20 MB each way at a time
-    while unix_millis().saturating_sub(start) < secs * 1000 {
-        let n = 20_000_000;
-        let report = run_stream(
-            &fl.lab,
-            &fl.topo.client,
-            Topology::SERVER_IP4.into(),
-            n,
-            1000 + streams,
-        )
-        .unwrap();
-        check_stream(&format!("wifi soak stream {streams}"), &report, n);
-        streams += 1;
-        bytes += 2 * n;
-    }
+    let streams = soak_streams(&fl, secs, 1000).unwrap();
+    let bytes = streams * 2 * SOAK_STREAM_BYTES;
     let switches = fl.switches().unwrap();
     let status = fl.client.client_status().unwrap();
     let relay = fl.relay().unwrap().stats().unwrap();

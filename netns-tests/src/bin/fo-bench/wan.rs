@@ -175,24 +175,7 @@ fn wan_soak(fl: &FailoverLab, secs: u64) -> Result<(usize, u64)> {
         dc_health(&fl.client, "dc1") == "up" && dc_health(&fl.client, "dc2") == "up"
     });
     let start = unix_millis();
-    let mut streams = 0u64;
-    while unix_millis().saturating_sub(start) < secs * 1000 {
-        let n = 20_000_000;
-        let report = run_stream(
-            &fl.lab,
-            &fl.topo.client,
-            Topology::SERVER_IP4.into(),
-            n,
-            7000 + streams,
-        )?;
-        if !(report.ok && report.down.verified == n && report.up.verified_by_server == n) {
-            return Err(other(format!(
-                "soak stream {streams}: {}",
-                describe(&report)
-            )));
-        }
-        streams += 1;
-    }
+    let streams = soak_streams(fl, secs, 7000)?;
     let switches = fl.switches()?.iter().filter(|s| s.unix_ms >= start).count();
     Ok((switches, streams))
 }
