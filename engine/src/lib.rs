@@ -26,7 +26,7 @@ pub mod resolve;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use batch::Batch;
+pub use batch::{Batch, Run, Runs};
 pub use resolve::Lookup;
 
 use std::collections::VecDeque;
