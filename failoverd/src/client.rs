@@ -13,14 +13,15 @@ use engine::{Engine, Event};
 use runtime::client;
 use runtime::config::{ClientConfig, FailMode};
 use runtime::drive::{self, Flow, LocalLink, Transmitter};
-use runtime::{clock, privileges, Shutdown, BUFFER_LEN};
+use runtime::{clock, privileges, Shutdown};
 use tunnel::{Outcome, Prefix};
 
 use crate::net::{self, RouteKind};
+use crate::tun::TunIo;
 
 /// The TUN device as the client's local side.
 struct TunLink {
-    tun: tun_rs::AsyncDevice,
+    tun: TunIo,
     /// `interface` as configured
     name: String,
     /// its index, for routes
@@ -29,13 +30,11 @@ struct TunLink {
     fail_mode: FailMode,
     /// the configuration file, read again on reload
     path: PathBuf,
-    buf: Vec<u8>,
-    /// encrypted datagrams of local packets
-    out: Vec<u8>,
 }
 
 impl LocalLink for TunLink {
     type Node = Engine;
+    /// packets the read was split into
     type Input = std::io::Result<usize>;
 
     fn describe(&self) -> String {
@@ -43,7 +42,7 @@ impl LocalLink for TunLink {
     }
 
     async fn recv(&mut self) -> Self::Input {
-        self.tun.recv(&mut self.buf).await
+        self.tun.recv().await
     }
 
     async fn handle(
@@ -54,11 +53,13 @@ impl LocalLink for TunLink {
         tx: &mut Transmitter,
     ) -> anyhow::Result<Flow> {
         let n = input.context("reading from the TUN device")?;
-        let Some(packet) = self.buf.get_mut(..n) else {
-            return Ok(Flow::Continue);
-        };
-        if let Ok(Some(t)) = engine.handle_local(now, packet, &mut self.out) {
-            tx.send(t.to, t.datagram).await;
+        // a super-packet's segments, each sealed straight into the batch the pass sends
+        for packet in self.tun.packets_mut(n) {
+            tx.queue(|slot| match engine.handle_local(now, packet, slot) {
+                Ok(Some(t)) => Some((t.to, t.datagram.len())),
+                _ => None,
+            })
+            .await;
         }
         Ok(Flow::Continue)
     }
@@ -71,14 +72,32 @@ impl LocalLink for TunLink {
         datagram: &[u8],
         tx: &mut Transmitter,
     ) {
-        match engine.handle_datagram(now, from, datagram, &mut self.out) {
+        let out = match self
+            .tun
+            .buffer(tunnel::min_buffer_len(datagram.len()))
+            .await
+        {
+            Ok(out) => out,
+            Err(_) => {
+                tx.count_send_error();
+                return;
+            }
+        };
+        let base = out.as_ptr() as usize;
+        match engine.handle_datagram(now, from, datagram, out) {
             Outcome::Deliver(packet) => {
-                if self.tun.send(packet).await.is_err() {
-                    tx.count_send_error();
-                }
+                let (start, len) = (packet.as_ptr() as usize - base, packet.len());
+                self.tun.commit(start, len);
             }
             Outcome::Transmit(t) => tx.send(t.to, t.datagram).await,
             Outcome::Done | Outcome::Dropped(_) => {}
+        }
+    }
+
+    async fn after_pass(&mut self, _engine: &mut Engine) {
+        // what the pass decrypted, coalesced into as few writes as the offloads allow
+        if self.tun.flush().await.is_err() {
+            tracing::debug!("a write to the TUN device failed");
         }
     }
 
@@ -125,7 +144,7 @@ impl LocalLink for TunLink {
 pub async fn run(path: PathBuf, config: ClientConfig, signals: Shutdown) -> anyhow::Result<()> {
     privileges::set_non_dumpable()?;
     let mtu = config.mtu();
-    let tun = net::create_tun(&config.interface, mtu)?;
+    let tun = TunIo::new(net::create_tun(&config.interface, mtu)?, mtu);
     // The TUN carries the local address where one is configured (the session keeper maps it
     // to the stable one), else the stable address itself.
     let mut addresses: Vec<(IpAddr, u8)> = Vec::new();
@@ -150,8 +169,6 @@ pub async fn run(path: PathBuf, config: ClientConfig, signals: Shutdown) -> anyh
         routes: config.routes.clone(),
         fail_mode: config.fail_mode,
         path,
-        buf: vec![0u8; BUFFER_LEN],
-        out: vec![0u8; BUFFER_LEN],
     };
     drive::drive(engine, link, config, index, signals).await
 }

@@ -21,14 +21,15 @@ use crate::config::GatewayConfig;
 use crate::net;
 use crate::routing_daemon;
 use crate::takeover::{Backends, Takeover};
+use crate::tun::TunIo;
 use runtime::control::{self, Command};
 use runtime::metrics::{self, Exposition};
 use runtime::notify::Notifier;
-use runtime::underlay;
-use runtime::{clock, drop_counts, privileges, Shutdown, SignalRequest, BUFFER_LEN};
+use runtime::underlay::{RecvBatch, Underlay};
+use runtime::{clock, drop_counts, privileges, Shutdown, SignalRequest};
 
 /// Datagrams handed out per `poll_transmit` call.
-const BATCH: usize = 16;
+const BATCH: usize = 64;
 
 /// The engine's view of the configured clients.
 fn engine_clients(config: &GatewayConfig) -> Vec<GatewayClient> {
@@ -160,7 +161,7 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     privileges::set_non_dumpable()?;
-    let tun = net::create_tun(&config.interface, config.mtu)?;
+    let mut tun = TunIo::new(net::create_tun(&config.interface, config.mtu)?, config.mtu);
     net::configure_interface(&config.interface, config.mtu, &config.address_hosts, &[]).await?;
     let mut takeover = Takeover::new(
         &config.interface,
@@ -168,8 +169,7 @@ pub async fn run(
         config.claim_backends,
     )
     .await?;
-    let socket = underlay::underlay_socket(config.listen_port)?;
-    let dual_stack = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+    let mut underlay = Underlay::bind(config.listen_port)?;
     let mut gateway = Gateway::new(EngineGatewayConfig {
         private_key: config.private_key.clone(),
         handshake_rate_limit: config.handshake_rate_limit,
@@ -218,9 +218,7 @@ pub async fn run(
         "failoverd gateway ready"
     );
 
-    let mut tun_buf = vec![0u8; BUFFER_LEN];
-    let mut udp_buf = vec![0u8; BUFFER_LEN];
-    let mut out = vec![0u8; BUFFER_LEN];
+    let mut rx = RecvBatch::new();
     let mut batch = Batch::for_datagrams(BATCH);
     let routing = config
         .routing_daemon_socket
@@ -251,15 +249,7 @@ pub async fn run(
             if batch.is_empty() {
                 break;
             }
-            for t in batch.iter() {
-                if socket
-                    .send_to(t.datagram, underlay::for_socket(t.to, dual_stack))
-                    .await
-                    .is_err()
-                {
-                    counters.send_errors += 1;
-                }
-            }
+            underlay.send_batch(&batch).await;
             batch.clear();
         }
         notifier.kick(clock::now());
@@ -274,39 +264,54 @@ pub async fn run(
             .min()
             .unwrap_or_else(|| clock::now() + clock::IDLE_WAKE);
         tokio::select! {
-            read = tun.recv(&mut tun_buf) => {
+            read = tun.recv() => {
                 let n = match read.context("reading from the TUN device") {
                     Ok(n) => n,
                     Err(e) => break Err(e),
                 };
-                let Some(packet) = tun_buf.get(..n) else { continue };
-                if let Some(t) = gateway.handle_inside_packet(packet, &mut out) {
-                    if socket.send_to(t.datagram, underlay::for_socket(t.to, dual_stack)).await.is_err() {
-                        counters.send_errors += 1;
+                // a super-packet's segments, each sealed straight into the batch; the top of
+                // the loop sends it, a GSO send per run
+                for packet in tun.packets_mut(n) {
+                    if batch.is_full() {
+                        underlay.send_batch(&batch).await;
+                        batch.clear();
                     }
+                    batch.fill(|slot| {
+                        gateway
+                            .handle_inside_packet(packet, slot)
+                            .map(|t| (t.to, t.datagram.len()))
+                    });
                 }
             }
-            read = socket.recv_from(&mut udp_buf) => {
-                let Ok((n, from)) = read else { continue };
-                counters.datagrams += 1;
+            read = underlay.recv(&mut rx) => {
+                if read.is_err() {
+                    continue;
+                }
                 let now = clock::now();
-                let Some(datagram) = udp_buf.get(..n) else { continue };
-                match gateway.handle_datagram(now, underlay::canonical(from), datagram, &mut out) {
-                    Outcome::Deliver(packet) => {
-                        if tun.send(packet).await.is_err() {
-                            counters.send_errors += 1;
+                for (from, datagram) in rx.datagrams() {
+                    counters.datagrams += 1;
+                    let Ok(out) = tun.buffer(tunnel::min_buffer_len(datagram.len())).await else {
+                        counters.send_errors += 1;
+                        continue;
+                    };
+                    let base = out.as_ptr() as usize;
+                    match gateway.handle_datagram(now, from, datagram, out) {
+                        Outcome::Deliver(packet) => {
+                            let (start, len) = (packet.as_ptr() as usize - base, packet.len());
+                            tun.commit(start, len);
                         }
+                        Outcome::Transmit(t) => underlay.send(t.to, t.datagram).await,
+                        Outcome::Done | Outcome::Dropped(_) => {}
                     }
-                    Outcome::Transmit(t) => {
-                        if socket.send_to(t.datagram, underlay::for_socket(t.to, dual_stack)).await.is_err() {
-                            counters.send_errors += 1;
-                        }
-                    }
-                    Outcome::Done | Outcome::Dropped(_) => {}
+                }
+                // what the datagrams carried, coalesced into as few writes as the offloads allow
+                if tun.flush().await.is_err() {
+                    counters.send_errors += 1;
                 }
             }
             () = clock::sleep_until(deadline) => gateway.handle_timeout(clock::now()),
             Some(request) = control_rx.recv() => {
+                counters.underlay_send_errors = underlay.send_errors();
                 let answer = match request.command {
                     Command::Status => Answer::from(Status::Gateway(status(&gateway, &names, &counters, config.claim_backends, routing.as_ref()))),
                     Command::Clients => Answer::Clients(control_proto::ClientList { clients: client_list(&gateway, &names) }),
@@ -345,7 +350,10 @@ pub async fn run(
 #[derive(Debug, Default)]
 struct Counters {
     datagrams: u64,
+    /// writes to the TUN device that failed
     send_errors: u64,
+    /// sends on the underlay socket that failed (the socket counts them; copied when asked)
+    underlay_send_errors: u64,
     claims: u64,
     releases: u64,
     claim_errors: u64,
@@ -568,7 +576,7 @@ fn metrics(
         "failoverd_gateway_send_errors_total",
         "Sends that failed.",
         &[],
-        counters.send_errors,
+        counters.send_errors + counters.underlay_send_errors,
     );
     e
 }
@@ -640,6 +648,6 @@ fn status(
         releases: counters.releases,
         claim_errors: counters.claim_errors,
         datagrams_received: counters.datagrams,
-        send_errors: counters.send_errors,
+        send_errors: counters.send_errors + counters.underlay_send_errors,
     }
 }

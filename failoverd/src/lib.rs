@@ -10,3 +10,4 @@ pub mod gateway;
 pub mod net;
 pub mod routing_daemon;
 pub mod takeover;
+pub mod tun;
