@@ -22,6 +22,7 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, TunnResult};
 
+use crate::prefix::PrefixTable;
 use crate::{
     AllowedIps, DropCounters, DropReason, EndpointPolicy, Outcome, PrivateKey, PublicKey, Transmit,
     Tunnel, TunnelConfig, TunnelError,
@@ -56,6 +57,8 @@ pub struct Responder {
     /// by index; `None` where a peer was removed (indexes are never reused)
     peers: Vec<Option<Tunnel>>,
     by_key: HashMap<[u8; 32], PeerId>,
+    /// every peer's allowed IPs: the route of a packet from the inside
+    routes: PrefixTable<PeerId>,
     next_limiter_reset: Option<Instant>,
     drops: DropCounters,
 }
@@ -88,6 +91,7 @@ impl Responder {
             limiter,
             peers: Vec::with_capacity(peers.len()),
             by_key: HashMap::with_capacity(peers.len()),
+            routes: PrefixTable::default(),
             next_limiter_reset: None,
             drops: DropCounters::default(),
         };
@@ -106,6 +110,9 @@ impl Responder {
         let index =
             u32::try_from(i).map_err(|_| TunnelError::TooManyPeers { max: MAX_PEERS - 1 })?;
         let key = *peer.public_key.as_bytes();
+        for prefix in peer.allowed_ips.prefixes() {
+            self.routes.insert(*prefix, PeerId(i));
+        }
         let tunnel = Tunnel::new(TunnelConfig {
             private_key: self.private_key.clone(),
             peer_public_key: peer.public_key,
@@ -124,6 +131,9 @@ impl Responder {
     pub fn remove_peer(&mut self, id: PeerId) -> Option<Tunnel> {
         let tunnel = self.peers.get_mut(id.0)?.take()?;
         self.by_key.remove(tunnel.peer_public_key().as_bytes());
+        for prefix in tunnel.allowed_ips().prefixes() {
+            self.routes.remove(*prefix, id);
+        }
         Some(tunnel)
     }
 
@@ -173,12 +183,7 @@ impl Responder {
 
     /// The peer whose allowed IPs hold `dst` with the longest prefix.
     pub fn route(&self, dst: IpAddr) -> Option<PeerId> {
-        self.peers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| Some((t.as_ref()?.allowed_ips().longest_match(dst)?, i)))
-            .max_by_key(|(len, _)| *len)
-            .map(|(_, i)| PeerId(i))
+        self.routes.lookup(dst)
     }
 
     fn drop_with(&mut self, reason: DropReason) -> (Option<PeerId>, Outcome<'static>) {
