@@ -245,19 +245,35 @@ enum GuestInput {
 }
 
 impl GuestLink {
+    /// A frame from the guest: what it answers goes back to the guest at once; a packet for
+    /// the underlay is sealed straight into the transmitter's batch (sent at the end of the
+    /// pass, a GSO send per run).
     async fn on_guest_frame(
         net: &mut GuestNet,
         now: Instant,
         frame: &mut [u8],
-        out: &mut [u8],
         guest: &mut Output,
         tx: &mut Transmitter,
     ) {
-        match net.handle_guest_frame(now, frame, out) {
-            Action::ToGuest(reply) => guest.send_frame(reply),
-            Action::ToUnderlay(t) => tx.send(t.to, t.datagram).await,
-            Action::None => {}
-        }
+        tx.queue(|slot| {
+            let base = slot.as_ptr() as usize;
+            let (to, start, len) = match net.handle_guest_frame(now, frame, slot) {
+                Action::ToUnderlay(t) => {
+                    (t.to, t.datagram.as_ptr() as usize - base, t.datagram.len())
+                }
+                Action::ToGuest(reply) => {
+                    guest.send_frame(reply);
+                    return None;
+                }
+                Action::None => return None,
+            };
+            // the batch keeps a datagram at the start of the room it offered
+            if start != 0 {
+                slot.copy_within(start..start.checked_add(len)?, 0);
+            }
+            Some((to, len))
+        })
+        .await;
     }
 }
 
@@ -290,7 +306,7 @@ impl LocalLink for GuestLink {
             GuestInput::Input(Input::Bytes(n)) => {
                 let mut frames = self.rx.decode(n);
                 while let Some(frame) = frames.next_frame() {
-                    Self::on_guest_frame(net, now, frame, &mut self.out, &mut self.tx, tx).await;
+                    Self::on_guest_frame(net, now, frame, &mut self.tx, tx).await;
                 }
                 if frames.desynced() {
                     tracing::warn!("the guest stream is out of step; dropping the connection");
@@ -299,7 +315,7 @@ impl LocalLink for GuestLink {
                 }
             }
             GuestInput::Input(Input::Frame(mut frame)) => {
-                Self::on_guest_frame(net, now, &mut frame, &mut self.out, &mut self.tx, tx).await;
+                Self::on_guest_frame(net, now, &mut frame, &mut self.tx, tx).await;
             }
             GuestInput::Input(Input::Connected(writer)) => {
                 tracing::info!("guest link up");
