@@ -1,5 +1,5 @@
 //! Measurements the tests, the demo and the bench share: a process's CPU time and resident
-//! memory from `/proc`, and quantiles of a sample.
+//! memory from `/proc`, a namespace's network counters, and quantiles of a sample.
 
 use std::io;
 
@@ -58,6 +58,50 @@ pub fn percentile(v: &[f64], p: f64) -> Option<f64> {
     s.sort_by(f64::total_cmp);
     let i = ((s.len() - 1) as f64 * p).round() as usize;
     s.get(i).copied()
+}
+
+/// The kernel's SNMP and extended TCP/IP counters of the namespace `ns` is in, named as `nstat`
+/// names them (`TcpExtTCPOFOQueue`, `UdpRcvbufErrors`): /proc/net/netstat and /proc/net/snmp
+/// read from inside the namespace.
+pub fn net_counters(
+    lab: &crate::lab::Lab,
+    ns: &crate::lab::Ns,
+) -> io::Result<std::collections::BTreeMap<String, u64>> {
+    let out = lab.exec(ns, &["cat", "/proc/net/netstat", "/proc/net/snmp"])?;
+    Ok(parse_net_counters(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// [`net_counters`]' parser: each group is a header line of names and a line of values, both
+/// led by "Group:".
+pub fn parse_net_counters(text: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut counters = std::collections::BTreeMap::new();
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let (Some((group, names)), Some((_, values))) =
+            (names.split_once(':'), values.split_once(':'))
+        else {
+            continue;
+        };
+        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+            if let Ok(v) = value.parse::<u64>() {
+                counters.insert(format!("{group}{name}"), v);
+            }
+        }
+    }
+    counters
+}
+
+/// How far counter `name` moved from `before` to `after` (0 where it is missing).
+pub fn counter_delta(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    name: &str,
+) -> u64 {
+    after
+        .get(name)
+        .copied()
+        .unwrap_or(0)
+        .saturating_sub(before.get(name).copied().unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -1009,15 +1009,19 @@ impl FailoverLab {
 }
 
 /// A userspace WireGuard implementation driven through the cross-platform UAPI (configured
-/// with `wg`): Debian's wireguard-go or boringtun-cli. Both keep their control socket at
-/// `/var/run/wireguard/<ifname>.sock`, which is not per namespace: give each a unique name
-/// ([`wg_ifname`]).
+/// with `wg`): Debian's wireguard-go, boringtun-cli or gotatun (gotatun-cli). All keep their
+/// control socket at `/var/run/wireguard/<ifname>.sock`, which is not per namespace: give each
+/// a unique name ([`wg_ifname`]).
 #[derive(Debug, Clone)]
 pub enum WgImpl {
     /// `wireguard-go -f IFNAME` (Debian's package)
     WireguardGo,
     /// `boringtun-cli -f --disable-drop-privileges IFNAME`, the binary at this path
     Boringtun(PathBuf),
+    /// `gotatun -f --disable-drop-privileges IFNAME` (Mullvad's maintained userspace
+    /// WireGuard, `cargo install gotatun-cli`), the binary at this path; in the foreground it
+    /// logs to stdout (its `-l FILE` is for the daemonized mode only)
+    Gotatun(PathBuf),
 }
 
 impl WgImpl {
@@ -1033,7 +1037,7 @@ impl WgImpl {
             ],
             // --disable-drop-privileges (WG_SUDO=1 in the environment is the same switch):
             // it stays root, which the lab's processes are anyway. No WG_SUDO needed with it.
-            Self::Boringtun(bin) => vec![
+            Self::Boringtun(bin) | Self::Gotatun(bin) => vec![
                 bin.display().to_string(),
                 "-f".into(),
                 "--disable-drop-privileges".into(),

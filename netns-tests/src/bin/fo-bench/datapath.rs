@@ -1,22 +1,21 @@
 //! The data path: iperf3 through failoverd, the references and plain veth, interleaved;
-//! CPU per Gbit and ping RTT.
+//! CPU per Gbit, ping RTT, the out-of-order segments the receiver queued, and each throughput as
+//! a share of the crypto ceiling (the `crypto` section, when it ran).
 
 use super::*;
 
 impl Bench {
     // -------------------------------------------------------------------------- data path
 
-    pub(crate) fn datapath(&mut self, boringtun: Option<&Path>) -> Result<DatapathSummary> {
-        let mut paths = vec![
-            PathUnderTest::veth()?,
-            PathUnderTest::failoverd()?,
-            PathUnderTest::userspace_wg("wireguard-go", &WgImpl::WireguardGo)?,
-        ];
-        if let Some(bin) = boringtun {
-            paths.push(PathUnderTest::userspace_wg(
-                "boringtun",
-                &WgImpl::Boringtun(bin.to_path_buf()),
-            )?);
+    /// `references`: the userspace WireGuard implementations to run beside failoverd, by name
+    /// (wireguard-go, and boringtun and gotatun when their binaries were given).
+    pub(crate) fn datapath(
+        &mut self,
+        references: &[(&'static str, WgImpl)],
+    ) -> Result<DatapathSummary> {
+        let mut paths = vec![PathUnderTest::veth()?, PathUnderTest::failoverd()?];
+        for (name, imp) in references {
+            paths.push(PathUnderTest::userspace_wg(name, imp)?);
         }
         for p in &paths {
             for c in &p.commands {
@@ -47,8 +46,8 @@ impl Bench {
                     match p.iperf(flows, secs) {
                         Ok(r) => {
                             eprintln!(
-                                "  rep {rep} {:>12} P{flows}: {:.3} Gbit/s, cpu {:?} s",
-                                p.name, r.gbps, r.cpu_s
+                                "  rep {rep} {:>12} P{flows}: {:.3} Gbit/s, cpu {:?} s, receiver out-of-order {:?}",
+                                p.name, r.gbps, r.cpu_s, r.ofo_queued
                             );
                             runs.entry((p.name, flows)).or_default().push(r);
                         }
@@ -74,6 +73,7 @@ impl Bench {
         let mut cpu4 = serde_json::Map::new();
         let mut ping = serde_json::Map::new();
         let mut retrans = serde_json::Map::new();
+        let mut ofo = serde_json::Map::new();
         let mut medians: BTreeMap<&str, PathMedians> = BTreeMap::new();
         for p in &paths {
             let get = |flows: u32| runs.get(&(p.name, flows)).cloned().unwrap_or_default();
@@ -107,13 +107,31 @@ impl Bench {
                     "flows4": r4.iter().map(|r| r.retransmits).collect::<Vec<_>>(),
                 }),
             );
+            let o = |v: &[IperfRun]| v.iter().map(|r| r.ofo_queued).collect::<Vec<_>>();
+            let ofo_median = |v: &[IperfRun]| {
+                median(
+                    &v.iter()
+                        .filter_map(|r| r.ofo_queued)
+                        .map(|n| n as f64)
+                        .collect::<Vec<_>>(),
+                )
+            };
+            ofo.insert(
+                p.name.into(),
+                json!({
+                    "flows1": count_value(ofo_median(&r1)),
+                    "flows4": count_value(ofo_median(&r4)),
+                    "runs_flows1": o(&r1),
+                    "runs_flows4": o(&r4),
+                }),
+            );
             ping.insert(
                 p.name.into(),
                 round(rtts.get(p.name).and_then(|v| median(v))),
             );
         }
-        // the best reference: the better of wireguard-go and boringtun
-        let refs = ["wireguard-go", "boringtun"];
+        // the best reference: the best of wireguard-go, boringtun and gotatun
+        let refs = REFERENCES;
         let best_tp = refs
             .iter()
             .filter_map(|r| Some((*r, medians.get(r)?.0?)))
@@ -149,6 +167,39 @@ impl Bench {
         self.results
             .insert("tcp_retransmits".into(), Value::Object(retrans));
         self.results.insert(
+            "tcp_ofo_queued".into(),
+            json!({
+                "unit": "TcpExtTCPOFOQueue delta in the receiving (server) namespace across each iperf3 run: segments the receiver had to queue out of order (reordered, or behind a lost one)",
+                "by_path": Value::Object(ofo),
+            }),
+        );
+        let ceiling = self
+            .results
+            .get("crypto")
+            .and_then(|c| c.get("two_core_ceiling_gbps"))
+            .and_then(Value::as_f64)
+            .filter(|c| *c > 0.0);
+        if let Some(ceiling) = ceiling {
+            let mut share = serde_json::Map::new();
+            for p in paths.iter().filter(|p| p.name != "veth") {
+                let m = medians.get(p.name).copied().unwrap_or((None, None, None));
+                share.insert(
+                    p.name.into(),
+                    json!({
+                        "flows1": round(m.0.map(|g| g / ceiling)),
+                        "flows4": round(m.1.map(|g| g / ceiling)),
+                    }),
+                );
+            }
+            self.results.insert(
+                "share_of_crypto_ceiling".into(),
+                json!({
+                    "ceiling_gbps": rounded(ceiling),
+                    "by_path": Value::Object(share),
+                }),
+            );
+        }
+        self.results.insert(
             "ratios".into(),
             json!({
                 "best_reference_flows1": best_tp.map(|b| b.0),
@@ -172,6 +223,18 @@ impl Bench {
     }
 }
 
+/// A median of counts: a whole number as an integer, a half (of an even count of runs) as is.
+fn count_value(v: Option<f64>) -> Value {
+    match v {
+        Some(x) if x.fract() == 0.0 && x >= 0.0 => json!(x as u64),
+        other => round(other),
+    }
+}
+
+/// The reference implementations, in the tables' order; "the best reference" is the best of
+/// those that ran.
+pub(crate) const REFERENCES: [&str; 3] = ["wireguard-go", "boringtun", "gotatun"];
+
 /// One path's medians: 1-flow Gbit/s, 4-flow Gbit/s, 1-flow CPU-s per Gbit.
 pub(crate) type PathMedians = (Option<f64>, Option<f64>, Option<f64>);
 
@@ -194,7 +257,14 @@ pub(crate) struct IperfRun {
     pub(crate) retransmits: u64,
     pub(crate) cpu_s: Option<f64>,
     pub(crate) cpu_per_gbit: Option<f64>,
+    /// TcpExtTCPOFOQueue's delta at the receiver across the run, when it was read
+    pub(crate) ofo_queued: Option<u64>,
 }
+
+pub(crate) use netns_tests::measure::net_counters;
+
+/// The receiver's out-of-order queueing counter (see [`net_counters`]).
+pub(crate) const OFO_COUNTER: &str = "TcpExtTCPOFOQueue";
 
 pub(crate) fn start_iperf_server(lab: &Lab, server: &Ns) -> Result<Daemon> {
     let d = lab.spawn(
@@ -265,6 +335,7 @@ pub(crate) fn iperf_run(
         retransmits,
         cpu_s,
         cpu_per_gbit: cpu_s.filter(|_| gbit > 0.0).map(|c| c / gbit),
+        ofo_queued: None,
     })
 }
 
@@ -289,6 +360,8 @@ pub(crate) struct PathUnderTest {
     pub(crate) name: &'static str,
     pub(crate) holder: Holder,
     pub(crate) client: Ns,
+    /// the receiver of the iperf3 runs
+    pub(crate) server: Ns,
     /// the tunnel endpoint processes whose CPU time counts
     pub(crate) endpoints: Vec<Daemon>,
     pub(crate) _iperf: Daemon,
@@ -313,6 +386,7 @@ impl PathUnderTest {
         let mut p = Self {
             name,
             client: topo.client.clone(),
+            server: topo.server.clone(),
             endpoints,
             _iperf: {
                 let lab = match &holder {
@@ -427,7 +501,16 @@ impl PathUnderTest {
             }
         }
         let pids: Vec<u32> = self.endpoints.iter().map(Daemon::pid).collect();
-        iperf_run(self.lab(), &self.client, flows, secs, &pids)
+        let ofo = || -> Result<u64> {
+            net_counters(self.lab(), &self.server)?
+                .get(OFO_COUNTER)
+                .copied()
+                .ok_or_else(|| other(format!("no {OFO_COUNTER} in /proc/net/netstat")))
+        };
+        let before = ofo()?;
+        let mut run = iperf_run(self.lab(), &self.client, flows, secs, &pids)?;
+        run.ofo_queued = Some(ofo()?.saturating_sub(before));
+        Ok(run)
     }
 
     pub(crate) fn ping(&self, count: usize) -> Result<Vec<f64>> {

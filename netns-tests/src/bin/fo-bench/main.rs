@@ -4,10 +4,14 @@
 //! of A then all of B), because these 2-core machines are noisy and only ratios within one run
 //! count. Nothing is measured in parallel with anything else.
 //!
+//! 0. Crypto ceiling: in-process, one thread, the cost of sealing and opening a 1,400-byte
+//!    packet with the `tunnel` crate's sessions, and from it the 2-core ceiling of one flow.
 //! 1. Data path: iperf3 TCP from the `client` namespace to the `server` namespace, 1 and 4
 //!    flows, through plain veth routing (no tunnel), failoverd client → failoverd gateway,
-//!    wireguard-go ↔ wireguard-go and boringtun-cli ↔ boringtun-cli; the tunnel endpoints'
-//!    CPU time (utime + stime from /proc/PID/stat) per Gbit; ping RTT.
+//!    wireguard-go ↔ wireguard-go, boringtun-cli ↔ boringtun-cli and gotatun ↔ gotatun; the
+//!    tunnel endpoints' CPU time (utime + stime from /proc/PID/stat) per Gbit; ping RTT; the
+//!    out-of-order segments the receiver queued (TcpExtTCPOFOQueue); each throughput as a share
+//!    of the crypto ceiling.
 //! 2. Failover: injections at random phases of four kinds (blackhole of the active datacenter,
 //!    one-way loss each way, gateway SIGKILL) under a verified TCP stream: detection, receiver
 //!    stall both ways, survival, corruption. Beside it the baseline users script today: two
@@ -42,6 +46,7 @@ use netns_tests::scenario::*;
 use serde_json::{json, Value};
 
 mod baseline;
+mod crypto;
 mod datapath;
 mod failover;
 mod guest_path;
@@ -78,8 +83,8 @@ enum ProfileMode {
 }
 
 /// The sections `--skip` can leave out.
-const SECTIONS: [&str; 8] = [
-    "datapath", "failover", "baseline", "routed", "wan", "memory", "guest", "profile",
+const SECTIONS: [&str; 9] = [
+    "crypto", "datapath", "failover", "baseline", "routed", "wan", "memory", "guest", "profile",
 ];
 
 /// The command line as clap reads it; [`Opts`] fills in the defaults, some of which depend on
@@ -114,6 +119,10 @@ struct Cli {
     /// --quick 10000000]
     #[arg(long, value_name = "B")]
     stream_bytes: Option<u64>,
+    /// Crypto ceiling: packets sealed and opened per round, 5 rounds [default: 200000;
+    /// --quick 50000, 3 rounds]
+    #[arg(long, value_name = "N", value_parser = at_least_one::<usize>)]
+    crypto_packets: Option<usize>,
     /// Pings for the RTT, spread over the repetitions [default: 20; --quick 5]
     #[arg(long, value_name = "N")]
     pings: Option<usize>,
@@ -143,6 +152,9 @@ struct Cli {
     /// The boringtun-cli binary (without it boringtun is left out)
     #[arg(long, value_name = "PATH")]
     boringtun: Option<PathBuf>,
+    /// The gotatun binary of gotatun-cli (without it gotatun is left out)
+    #[arg(long, value_name = "PATH")]
+    gotatun: Option<PathBuf>,
     /// Sections to leave out, comma-separated; may be repeated
     #[arg(
         long,
@@ -177,6 +189,8 @@ struct Opts {
     injections: usize,
     baseline_injections: usize,
     stream_bytes: u64,
+    crypto_packets: usize,
+    crypto_rounds: usize,
     pings: usize,
     guest_runs: usize,
     guest_bytes: u64,
@@ -186,6 +200,7 @@ struct Opts {
     wan_soak_secs: u64,
     profile: ProfileMode,
     boringtun: Option<PathBuf>,
+    gotatun: Option<PathBuf>,
     skip: Vec<String>,
     out: PathBuf,
     /// the arguments as given, for the results' record of the command
@@ -211,6 +226,8 @@ impl Opts {
             stream_bytes: cli
                 .stream_bytes
                 .unwrap_or(if quick { 10_000_000 } else { 40_000_000 }),
+            crypto_packets: pick(cli.crypto_packets, 200_000, 50_000),
+            crypto_rounds: if quick { 3 } else { 5 },
             pings: pick(cli.pings, 20, 5),
             guest_runs: pick(cli.guest_runs, 3, 1),
             guest_bytes: cli
@@ -226,6 +243,7 @@ impl Opts {
                 ProfileMode::Auto
             }),
             boringtun: cli.boringtun,
+            gotatun: cli.gotatun,
             skip: cli.skip,
             out: cli.out,
             argv: args.to_vec(),
@@ -408,14 +426,26 @@ impl Bench {
 
     fn run_all(&mut self) {
         self.machine_and_versions();
-        let boringtun = self.opts.boringtun.clone().filter(|p| p.is_file());
-        if boringtun.is_none() {
-            self.notes.push(match &self.opts.boringtun {
-                Some(p) => format!("boringtun-cli not found at {}: left out", p.display()),
-                None => "boringtun-cli not given (--boringtun): left out".into(),
-            });
+        let mut references = vec![("wireguard-go", WgImpl::WireguardGo)];
+        for (name, given, option, imp) in [
+            (
+                "boringtun",
+                &self.opts.boringtun,
+                "--boringtun",
+                WgImpl::Boringtun as fn(PathBuf) -> WgImpl,
+            ),
+            ("gotatun", &self.opts.gotatun, "--gotatun", WgImpl::Gotatun),
+        ] {
+            match given.clone().filter(|p| p.is_file()) {
+                Some(bin) => references.push((name, imp(bin))),
+                None => self.notes.push(match given {
+                    Some(p) => format!("{name} not found at {}: left out", p.display()),
+                    None => format!("{name} not given ({option}): left out"),
+                }),
+            }
         }
-        let datapath = self.section("datapath", |b| b.datapath(boringtun.as_deref()));
+        self.section("crypto", |b| b.crypto());
+        let datapath = self.section("datapath", |b| b.datapath(&references));
         let profile_wanted = match self.opts.profile {
             ProfileMode::On => true,
             ProfileMode::Off => false,
@@ -514,10 +544,14 @@ impl Bench {
             .output()
             .map(|o| !o.stdout.is_empty())
             .unwrap_or(false);
-        let boringtun = self.opts.boringtun.as_ref().map_or_else(
-            || "not given".to_owned(),
-            |p| first_line(&p.display().to_string(), &["--version"]),
-        );
+        let version = |bin: &Option<PathBuf>| {
+            bin.as_ref().map_or_else(
+                || "not given".to_owned(),
+                |p| first_line(&p.display().to_string(), &["--version"]),
+            )
+        };
+        let boringtun = version(&self.opts.boringtun);
+        let gotatun = version(&self.opts.gotatun);
         self.results.insert(
             "versions".into(),
             json!({
@@ -525,6 +559,7 @@ impl Bench {
                 "failoverd_git_rev": if dirty { format!("{rev} (with uncommitted changes)") } else { rev },
                 "wireguard-go": first_line("wireguard-go", &["--version"]),
                 "boringtun-cli": boringtun,
+                "gotatun-cli": gotatun,
                 "iperf3": first_line("iperf3", &["--version"]),
                 "qemu": first_line("qemu-system-x86_64", &["--version"]),
                 "valgrind": first_line("valgrind", &["--version"]),
@@ -583,7 +618,9 @@ impl Bench {
                 "quick": self.opts.quick, "long": self.opts.long, "reps": self.opts.reps,
                 "secs": self.opts.secs, "injections_per_kind": self.opts.injections,
                 "baseline_injections": self.opts.baseline_injections,
-                "stream_bytes": self.opts.stream_bytes, "guest_runs": self.opts.guest_runs,
+                "stream_bytes": self.opts.stream_bytes,
+                "crypto_packets": self.opts.crypto_packets, "crypto_rounds": self.opts.crypto_rounds,
+                "guest_runs": self.opts.guest_runs,
                 "guest_bytes": self.opts.guest_bytes,
                 "wan_injections_per_kind": self.opts.wan_injections,
                 "wan_baseline_injections": self.opts.wan_baseline_injections,
@@ -595,7 +632,11 @@ impl Bench {
             self.opts
                 .argv
                 .iter()
-                .filter(|a| !a.starts_with("--boringtun") && !a.contains("bench-tools"))
+                .filter(|a| {
+                    !a.starts_with("--boringtun")
+                        && !a.starts_with("--gotatun")
+                        && !a.contains("bench-tools")
+                })
                 .cloned()
                 .collect::<Vec<_>>()
                 .join(" ")

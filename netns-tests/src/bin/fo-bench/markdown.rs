@@ -39,11 +39,12 @@ pub(crate) fn markdown(r: &Value) -> String {
     );
     let _ = writeln!(
         md,
-        "Versions: failoverd {}, {}, {}, {}, {}, {}.\n",
+        "Versions: failoverd {}, {}, {}, {}, {}, {}, {}.\n",
         s(&["versions", "failoverd_git_rev"]),
         s(&["versions", "rustc"]),
         s(&["versions", "wireguard-go"]),
         s(&["versions", "boringtun-cli"]),
+        s(&["versions", "gotatun-cli"]),
         s(&["versions", "iperf3"]),
         s(&["versions", "qemu"]),
     );
@@ -135,8 +136,37 @@ pub(crate) fn markdown(r: &Value) -> String {
         );
     }
 
+    // crypto ceiling
+    if let Some(c) = g(&["crypto"]) {
+        let f = |k: &str, d: usize| fmt_num(c.get(k), d);
+        let _ = writeln!(
+            md,
+            "\n## Crypto ceiling (tunnel sessions in memory, one thread, medians of {} rounds × {} packets of {} bytes)\n",
+            f("rounds", 0),
+            f("packets_per_round", 0),
+            f("packet_bytes", 0),
+        );
+        let _ = writeln!(
+            md,
+            "| | ns per packet | ns per byte | Gbit/s on one core |\n|---|---|---|---|\n| seal (encapsulate) | {} | {} | {} |\n| open (decapsulate) | {} | {} | {} |\n| seal + open | {} | {} | – |",
+            f("seal_ns_per_packet", 0),
+            f("seal_ns_per_byte", 3),
+            f("seal_gbps_one_core", 2),
+            f("open_ns_per_packet", 0),
+            f("open_ns_per_byte", 3),
+            f("open_gbps_one_core", 2),
+            f("seal_open_ns_per_packet", 0),
+            f("seal_open_ns_per_byte", 3),
+        );
+        let _ = writeln!(
+            md,
+            "\nCeiling of one flow through a tunnel on 2 cores doing nothing but seal and open: **{} Gbit/s** (2 / seal + open ns per byte). The references use their own crypto libraries; the ceiling is this project's.",
+            f("two_core_ceiling_gbps", 2),
+        );
+    }
+
     // data path
-    let impls = ["veth", "failoverd", "wireguard-go", "boringtun"];
+    let impls = ["veth", "failoverd", "wireguard-go", "boringtun", "gotatun"];
     if g(&["throughput_gbps"]).is_some() {
         let reps = g(&["datapath_settings", "reps"])
             .and_then(Value::as_u64)
@@ -150,7 +180,7 @@ pub(crate) fn markdown(r: &Value) -> String {
         );
         let _ = writeln!(
             md,
-            "| | veth (no tunnel) | failoverd | wireguard-go | boringtun |\n|---|---|---|---|---|"
+            "| | veth (no tunnel) | failoverd | wireguard-go | boringtun | gotatun |\n|---|---|---|---|---|---|"
         );
         let row = |label: &str, f: &dyn Fn(&str) -> String| {
             let cells: Vec<String> = impls.iter().map(|i| f(i)).collect();
@@ -162,6 +192,18 @@ pub(crate) fn markdown(r: &Value) -> String {
         md.push_str(&row("4 flows, Gbit/s", &|i| {
             fmt_num(g(&["throughput_gbps", i, "flows4"]), 2)
         }));
+        if g(&["share_of_crypto_ceiling"]).is_some() {
+            for (flows, label) in [
+                ("flows1", "1 flow, share of the crypto ceiling"),
+                ("flows4", "4 flows, share of the crypto ceiling"),
+            ] {
+                md.push_str(&row(label, &|i| {
+                    g(&["share_of_crypto_ceiling", "by_path", i, flows])
+                        .and_then(Value::as_f64)
+                        .map_or("–".into(), |v| format!("{:.1} %", v * 100.0))
+                }));
+            }
+        }
         md.push_str(&row("CPU-s per Gbit, 1 flow (both endpoints)", &|i| {
             if i == "veth" {
                 "–".into()
@@ -179,9 +221,13 @@ pub(crate) fn markdown(r: &Value) -> String {
         md.push_str(&row("ping RTT median, ms", &|i| {
             fmt_num(g(&["ping_rtt_ms", i]), 3)
         }));
+        md.push_str(&row(
+            "out-of-order segments at the receiver, 1 flow (TcpExtTCPOFOQueue, median)",
+            &|i| fmt_num(g(&["tcp_ofo_queued", "by_path", i, "flows1"]), 0),
+        ));
         let _ = writeln!(
             md,
-            "\nfailoverd vs the best reference ({} single flow, {} CPU): 1 flow {}x, 4 flows {}x, CPU per Gbit {}x; failoverd reaches {} of plain veth routing.",
+            "\nfailoverd vs the best reference ({} single flow, {} CPU; the best of wireguard-go, boringtun and gotatun that ran): 1 flow {}x, 4 flows {}x, CPU per Gbit {}x; failoverd reaches {} of plain veth routing.",
             s(&["ratios", "best_reference_flows1"]),
             s(&["ratios", "best_reference_cpu"]),
             fmt_num(g(&["ratios", "failoverd_flows1_to_best_reference"]), 2),
@@ -190,6 +236,10 @@ pub(crate) fn markdown(r: &Value) -> String {
             g(&["ratios", "failoverd_flows1_to_veth"])
                 .and_then(Value::as_f64)
                 .map_or("–".into(), |v| format!("{:.0} %", v * 100.0)),
+        );
+        let _ = writeln!(
+            md,
+            "\nOut-of-order segments: the receiver's TcpExtTCPOFOQueue across the run, segments it queued out of order, because they were reordered on the way or came after a lost one. The share of the crypto ceiling compares each path with 2 cores sealing and opening with this project's crypto (above)."
         );
     }
 
