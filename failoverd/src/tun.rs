@@ -22,6 +22,11 @@ const READ_LEN: usize = VIRTIO_NET_HDR_LEN + 65_535;
 /// and tun-rs asks for twice the offset around it.
 const WRITE_LEN: usize = 2 * OFFSET + 65_535;
 
+/// Packets decrypted before they are written: a coalesced write is one super-packet, so 64
+/// buffers are a few writes. Each may grow to 64 KiB as a coalesced head, so this also bounds
+/// what they hold resident (4 MiB).
+const WRITE_BATCH: usize = 64;
+
 /// A TUN device with offloads and its buffers. See the module docs.
 pub struct TunIo {
     dev: AsyncDevice,
@@ -58,7 +63,7 @@ impl TunIo {
             raw: vec![0; READ_LEN],
             segments: vec![vec![0; segment]; IDEAL_BATCH_SIZE],
             sizes: vec![0; IDEAL_BATCH_SIZE],
-            pending: (0..IDEAL_BATCH_SIZE)
+            pending: (0..WRITE_BATCH)
                 .map(|_| Vec::with_capacity(WRITE_LEN))
                 .collect(),
             filled: 0,
