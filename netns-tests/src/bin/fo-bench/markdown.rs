@@ -342,10 +342,11 @@ pub(crate) fn markdown(r: &Value) -> String {
     if g(&["rss_mib"]).is_some() {
         let _ = writeln!(
             md,
-            "\n## Memory (failoverd client, VmRSS)\n\n| state | RSS, MiB |\n|---|---|\n| 3 idle tunnels | {} |\n| 3 tunnels, {} tracked flows | {} |",
+            "\n## Memory (failoverd client, VmRSS)\n\n| state | RSS, MiB |\n|---|---|\n| 3 idle tunnels | {} |\n| 3 tunnels, {} tracked flows | {} |\n| the same, after 8 s of iperf3 at full speed (1 and 4 flows, both ways) | {} |",
             fmt_num(g(&["rss_mib", "idle_3_tunnels"]), 1),
             g(&["rss_mib", "flows_tracked"]).and_then(Value::as_u64).unwrap_or(0),
-            fmt_num(g(&["rss_mib", "flows_10k"]), 1),
+            fmt_num(g(&["rss_mib", "flows_10k_before_load"]).or(g(&["rss_mib", "flows_10k"])), 1),
+            fmt_num(g(&["rss_mib", "flows_10k_after_load"]), 1),
         );
     }
 

@@ -1,4 +1,5 @@
-//! Memory: the client's RSS idle and with tracked flows.
+//! Memory: the client's RSS idle, with tracked flows, and with those flows after traffic at full
+//! speed has touched every batch buffer (the data path's buffers are counted, not just reserved).
 
 use super::*;
 
@@ -54,6 +55,24 @@ impl Bench {
         }
         let flows = keeper(&fl.client, "flows");
         let with_flows = rss_mib(pid)?;
+        // then traffic at full speed both ways, 1 and 4 flows: the TUN's super-packets, the
+        // receive batches and the coalesced writes all become resident
+        let _iperf = start_iperf_server(&fl.lab, &fl.topo.server)?;
+        let server = Topology::SERVER_IP4.to_string();
+        let port = IPERF_PORT.to_string();
+        for (parallel, reverse) in [("1", false), ("4", false), ("1", true), ("4", true)] {
+            let mut args = vec![
+                "iperf3", "-c", &server, "-p", &port, "-t", "2", "-P", parallel,
+            ];
+            if reverse {
+                args.push("-R");
+            }
+            fl.lab.exec(&fl.topo.client, &args)?;
+        }
+        self.command(format!(
+            "then iperf3 -c {server} -p {port} -t 2 with -P 1, -P 4, -P 1 -R, -P 4 -R; VmRSS again"
+        ));
+        let after_load = rss_mib(pid)?;
         let k = fl
             .client
             .status()?
@@ -64,7 +83,9 @@ impl Bench {
             "rss_mib".into(),
             json!({
                 "idle_3_tunnels": rounded(idle),
-                "flows_10k": rounded(with_flows),
+                "flows_10k": rounded(with_flows.max(after_load)),
+                "flows_10k_before_load": rounded(with_flows),
+                "flows_10k_after_load": rounded(after_load),
                 "flows_tracked": flows,
                 "flows_before": before,
                 "flows_reached_10k": flows >= target,
