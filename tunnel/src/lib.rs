@@ -193,9 +193,6 @@ drop_reasons! {
 /// Errors building a tunnel.
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
-    /// boringtun refused the key material
-    #[error("the WireGuard session could not be created from these keys: {0}")]
-    InvalidKeys(&'static str),
     /// our own public key configured as the peer's
     #[error("the peer's public key is our own public key; configure the other side's key")]
     PeerIsSelf,

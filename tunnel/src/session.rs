@@ -141,8 +141,7 @@ impl Tunnel {
             config.persistent_keepalive,
             config.index,
             None,
-        )
-        .map_err(TunnelError::InvalidKeys)?;
+        );
         let endpoint = match config.endpoint {
             EndpointPolicy::Fixed(addr) => Some(addr),
             EndpointPolicy::LearnAuthenticated | EndpointPolicy::Controlled => None,
