@@ -724,9 +724,24 @@ impl Engine {
         packet: &mut [u8],
         out: &'o mut [u8],
     ) -> Result<Option<Transmit<'o>>, LocalDrop> {
+        self.handle_local_segment(now, packet, out, false)
+    }
+
+    /// [`Engine::handle_local`] for one segment of a super-packet the local side split:
+    /// `followed` says another segment of the same super-packet comes next, so only the last
+    /// one is kept whole for switch-over recovery (see `Keeper::outbound_segment`).
+    pub fn handle_local_segment<'o>(
+        &mut self,
+        now: Instant,
+        packet: &mut [u8],
+        out: &'o mut [u8],
+        followed: bool,
+    ) -> Result<Option<Transmit<'o>>, LocalDrop> {
         self.notice_stall(now);
         let active = self.selector.active();
-        let len = self.keeper.outbound(now, packet, active)?;
+        let len = self
+            .keeper
+            .outbound_segment(now, packet, active, followed)?;
         let (Some(dc), Some(packet)) = (self.dcs.get_mut(active), packet.get(..len)) else {
             return Ok(None);
         };

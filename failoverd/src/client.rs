@@ -53,12 +53,17 @@ impl LocalLink for TunLink {
         tx: &mut Transmitter,
     ) -> anyhow::Result<Flow> {
         let n = input.context("reading from the TUN device")?;
-        // a super-packet's segments, each sealed straight into the batch the pass sends
-        for packet in self.tun.packets_mut(n) {
-            tx.queue(|slot| match engine.handle_local(now, packet, slot) {
-                Ok(Some(t)) => Some((t.to, t.datagram.len())),
-                _ => None,
-            })
+        // a super-packet's segments, each sealed straight into the batch the pass sends; a
+        // read is one super-packet (one flow) or one packet, so only its last is kept whole
+        // for switch-over recovery
+        for (i, packet) in self.tun.packets_mut(n).enumerate() {
+            let followed = i + 1 < n;
+            tx.queue(
+                |slot| match engine.handle_local_segment(now, packet, slot, followed) {
+                    Ok(Some(t)) => Some((t.to, t.datagram.len())),
+                    _ => None,
+                },
+            )
             .await;
         }
         Ok(Flow::Continue)

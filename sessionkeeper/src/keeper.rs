@@ -281,6 +281,20 @@ impl Keeper {
         packet: &mut [u8],
         tunnel: usize,
     ) -> Result<usize, KeeperDrop> {
+        self.outbound_segment(now, packet, tunnel, false)
+    }
+
+    /// [`Keeper::outbound`] for one segment of a TCP super-packet the TUN split: `followed`
+    /// says another segment of the same super-packet (the same flow, newer data) comes next,
+    /// so this one's payload is not copied for switch-over recovery; only the last segment's
+    /// is. Its headers are still taken (they are what a pure ACK is made from).
+    pub fn outbound_segment(
+        &mut self,
+        now: Instant,
+        packet: &mut [u8],
+        tunnel: usize,
+        followed: bool,
+    ) -> Result<usize, KeeperDrop> {
         let ip = parse::parse(packet).map_err(|m| self.refuse(KeeperDrop::Malformed(m)))?;
         let Some((local, stable)) = self.addresses(ip.family) else {
             return Err(self.refuse(KeeperDrop::SourceNotLocal));
@@ -294,7 +308,7 @@ impl Keeper {
             self.count_translation(t);
         }
         self.clamp(packet, &ip);
-        self.track(now, packet, &ip, Direction::Outbound, tunnel);
+        self.track(now, packet, &ip, Direction::Outbound, tunnel, followed);
         Ok(ip.len)
     }
 
@@ -314,7 +328,7 @@ impl Keeper {
             self.count_translation(t);
         }
         self.clamp(packet, &ip);
-        self.track(now, packet, &ip, Direction::Inbound, usize::MAX);
+        self.track(now, packet, &ip, Direction::Inbound, usize::MAX, false);
         Ok(ip.len)
     }
 
@@ -370,7 +384,15 @@ impl Keeper {
         })
     }
 
-    fn track(&mut self, now: Instant, packet: &[u8], ip: &Ip, dir: Direction, tunnel: usize) {
+    fn track(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        ip: &Ip,
+        dir: Direction,
+        tunnel: usize,
+        followed: bool,
+    ) {
         let Some(key) = Self::key(packet, ip, dir) else {
             return;
         };
@@ -396,7 +418,8 @@ impl Keeper {
             Direction::Outbound => {
                 flow.packets_out += 1;
                 flow.last_tunnel = tunnel;
-                over_budget = self.config.recovery && Self::track_out(tcp, &seg, packet, ip, keep);
+                over_budget =
+                    self.config.recovery && Self::track_out(tcp, &seg, packet, ip, keep, followed);
             }
             Direction::Inbound => {
                 flow.packets_in += 1;
@@ -409,7 +432,14 @@ impl Keeper {
     }
 
     /// Returns true when a data segment was not kept for lack of budget.
-    fn track_out(tcp: &mut TcpState, seg: &Segment, packet: &[u8], ip: &Ip, keep: bool) -> bool {
+    fn track_out(
+        tcp: &mut TcpState,
+        seg: &Segment,
+        packet: &[u8],
+        ip: &Ip,
+        keep: bool,
+        followed: bool,
+    ) -> bool {
         if seg.flags & flags::SYN != 0 {
             tcp.seen |= TcpState::SYN_OUT;
         }
@@ -443,7 +473,8 @@ impl Keeper {
             .extend_from_slice(packet.get(..seg.header_end).unwrap_or_default());
         tcp.last_payload = seg.payload;
         tcp.last_l4 = ip.l4;
-        if seg.payload == 0 {
+        if seg.payload == 0 || followed {
+            // a newer segment of the same super-packet follows: its copy will do
             return false;
         }
         if !keep && tcp.unacked.capacity() < ip.len {
@@ -683,6 +714,53 @@ mod tests {
         };
         c.recovery = recovery;
         Keeper::new(c)
+    }
+
+    #[test]
+    fn a_super_packet_keeps_a_copy_of_its_last_segment_only() {
+        #[allow(clippy::disallowed_methods)] // base of a virtual clock
+        let t0 = Instant::now();
+        let mut k = keeper(true);
+        let ports = (40000, 5201);
+        let mut segments: Vec<Vec<u8>> = (0..3u32)
+            .map(|i| {
+                tcp(
+                    LOCAL,
+                    SERVER,
+                    ports,
+                    1000 + 100 * i,
+                    5000,
+                    flags::ACK,
+                    &[i as u8; 100],
+                )
+            })
+            .collect();
+        let n = segments.len();
+        for (i, s) in segments.iter_mut().enumerate() {
+            let followed = i + 1 < n;
+            assert_eq!(k.outbound_segment(t0, s, 0, followed), Ok(s.len()));
+            assert!(valid(s), "segment {i} rewritten and still valid");
+            let kept = k
+                .flows
+                .iter()
+                .find_map(|f| f.tcp.as_ref().map(|t| t.unacked.clone()))
+                .unwrap();
+            if followed {
+                assert!(kept.is_empty(), "segment {i}: no copy while more follow");
+            } else {
+                assert_eq!(kept, *s, "the last segment, verbatim");
+            }
+        }
+        assert_eq!(k.on_switch(t0 + Duration::from_millis(90), 0), 1);
+        let mut buf = Vec::new();
+        assert!(k.poll_recovery(&mut buf));
+        assert_eq!(buf, segments[2], "recovery resends the newest segment");
+        assert!(k.poll_recovery(&mut buf));
+        assert_eq!(
+            &buf[24..28],
+            &1300u32.to_be_bytes(),
+            "the ACK follows the newest"
+        );
     }
 
     #[test]
