@@ -124,6 +124,8 @@ pub struct DatacenterConfig {
     pub allowed_ips: AllowedIps,
     /// seconds between keepalives when idle, if any
     pub persistent_keepalive: Option<u16>,
+    /// the pre-shared key both sides mix into the handshake, if any
+    pub preshared_key: Option<tunnel::PresharedKey>,
     /// how its tunnel is probed
     pub probe: Probe,
 }
@@ -220,6 +222,7 @@ impl EngineConfig {
                         private_key: self.private_key.clone(),
                         peer_public_key: d.public_key,
                         persistent_keepalive: d.persistent_keepalive,
+                        preshared_key: d.preshared_key,
                         index: u32::try_from(i).unwrap_or(u32::MAX),
                         allowed_ips: d.allowed_ips,
                         endpoint: match d.endpoint {
@@ -486,6 +489,7 @@ struct TunnelIdentity {
     own_public: tunnel::PublicKey,
     peer: tunnel::PublicKey,
     keepalive: Option<u16>,
+    preshared_key: Option<tunnel::PresharedKey>,
     allowed_ips: tunnel::AllowedIps,
     endpoint: tunnel::EndpointPolicy,
     /// as configured: a new ICMP identifier or nonce is no new tunnel
@@ -498,6 +502,7 @@ impl TunnelIdentity {
             own_public: dc.tunnel.private_key.public_key(),
             peer: dc.tunnel.peer_public_key,
             keepalive: dc.tunnel.persistent_keepalive,
+            preshared_key: dc.tunnel.preshared_key.clone(),
             allowed_ips: dc.tunnel.allowed_ips.clone(),
             endpoint: dc.tunnel.endpoint,
             probe: dc.configured_probe,

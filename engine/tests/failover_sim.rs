@@ -57,6 +57,7 @@ impl Sim {
                 public_key: key.public_key(),
                 allowed_ips: AllowedIps::new(vec!["0.0.0.0/0".parse().unwrap()]),
                 persistent_keepalive: None,
+                preshared_key: None,
                 probe: engine::Probe::Gateway(IpAddr::from(GW_INNER)),
             });
             let gw = Gateway::new(GatewayConfig {
@@ -69,6 +70,7 @@ impl Sim {
                         public_key: client_key.public_key(),
                         allowed_ips: AllowedIps::new(vec!["100.96.0.2/32".parse().unwrap()]),
                         persistent_keepalive: None,
+                        preshared_key: None,
                     },
                     return_path: ReturnPath::Claim,
                 }],
@@ -768,6 +770,7 @@ fn config_for(sim: &Sim, dcs: &[usize], policy: Policy) -> EngineConfig {
                 public_key: sim.dc_keys[i].1,
                 allowed_ips: AllowedIps::new(vec!["0.0.0.0/0".parse().unwrap()]),
                 persistent_keepalive: None,
+                preshared_key: None,
                 probe: engine::Probe::Gateway(IpAddr::from(GW_INNER)),
             })
             .collect(),

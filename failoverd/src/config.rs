@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use runtime::config::{
     check_interface, check_mtu, check_name, default_mtu, parse_operations, parse_prefixes,
-    parse_public_key, read_key, read_toml, ConfigError, Ctx, Operations,
+    parse_public_key, read_key, read_preshared_key, read_toml, ConfigError, Ctx, Operations,
 };
 use serde::Deserialize;
 
@@ -66,6 +66,9 @@ struct RawGatewayClient {
     persistent_keepalive: u16,
     #[serde(default = "default_return_path")]
     return_path: String,
+    /// a file holding the pre-shared key this client has for us (`wg genpsk`)
+    #[serde(default)]
+    preshared_key_file: Option<PathBuf>,
 }
 
 /// One client, as a gateway knows it.
@@ -79,6 +82,8 @@ pub struct GatewayClient {
     pub allowed_ips: AllowedIps,
     /// seconds between keepalives (0: off)
     pub persistent_keepalive: u16,
+    /// the pre-shared key, if one is configured
+    pub preshared_key: Option<tunnel::PresharedKey>,
     /// claimed only while the client says this gateway is active (`false`: always)
     pub claim_on_intent: bool,
 }
@@ -225,6 +230,11 @@ impl GatewayConfig {
                 public_key,
                 allowed_ips: AllowedIps::new(prefixes),
                 persistent_keepalive: c.persistent_keepalive,
+                preshared_key: c
+                    .preshared_key_file
+                    .as_ref()
+                    .map(|f| read_preshared_key(&ctx, &at("preshared_key_file"), f, &operations))
+                    .transpose()?,
                 claim_on_intent,
             });
         }

@@ -42,6 +42,7 @@ fn engine_clients(config: &GatewayConfig) -> Vec<GatewayClient> {
                 allowed_ips: c.allowed_ips.clone(),
                 persistent_keepalive: (c.persistent_keepalive > 0)
                     .then_some(c.persistent_keepalive),
+                preshared_key: c.preshared_key.clone(),
             },
             return_path: if c.claim_on_intent {
                 ReturnPath::Claim

@@ -1,5 +1,5 @@
 //! `failoverd`: the failover client (default) and gateway (`failoverd gateway`) daemons, plus
-//! `genkey` / `pubkey` that behave like `wg genkey` / `wg pubkey`.
+//! `genkey` / `pubkey` / `genpsk` that behave like `wg genkey` / `wg pubkey` / `wg genpsk`.
 //!
 //! The daemons themselves live in the `failoverd` library; this is their command line, parsed
 //! by clap: a usage error names the argument and exits 2, a failed daemon or check exits 1.
@@ -13,7 +13,7 @@ use failoverd::config::GatewayConfig;
 use failoverd::{client, gateway};
 use runtime::config::ClientConfig;
 use runtime::Shutdown;
-use tunnel::PrivateKey;
+use tunnel::{PresharedKey, PrivateKey};
 use zeroize::Zeroizing;
 
 /// `--version`: the crate's version and the git revision it was built from.
@@ -57,6 +57,8 @@ enum Command {
     Genkey,
     /// Read a private key on stdin, print its public key (like `wg pubkey`)
     Pubkey,
+    /// Print a new pre-shared key (like `wg genpsk`), for `preshared_key_file` on both sides
+    Genpsk,
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
     let result = match (cli.command, cli.config) {
         (Some(Command::Genkey), _) => genkey(),
         (Some(Command::Pubkey), _) => pubkey(),
+        (Some(Command::Genpsk), _) => genpsk(),
         (Some(Command::Client(f)), _) => run_daemon(Role::Client, false, f.config),
         (Some(Command::Gateway(f)), _) => run_daemon(Role::Gateway, false, f.config),
         (Some(Command::Check(f)), _) => run_daemon(Role::Client, true, f.config),
@@ -103,6 +106,13 @@ fn main() -> ExitCode {
 fn genkey() -> anyhow::Result<()> {
     let key = PrivateKey::generate();
     let mut line = Zeroizing::new(key.to_base64().to_string());
+    line.push('\n');
+    std::io::stdout().write_all(line.as_bytes())?;
+    Ok(())
+}
+
+fn genpsk() -> anyhow::Result<()> {
+    let mut line = PresharedKey::generate().to_base64();
     line.push('\n');
     std::io::stdout().write_all(line.as_bytes())?;
     Ok(())

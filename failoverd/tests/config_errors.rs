@@ -309,3 +309,57 @@ fn gateway_claim_backends_are_checked() {
         );
     }
 }
+
+#[test]
+fn preshared_key_files_follow_the_private_key_rules() {
+    let dir = scratch("psk");
+    let key = write_key(&dir.0, 0o600);
+    let out = Command::new(env!("CARGO_BIN_EXE_failoverd"))
+        .arg("genpsk")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        out.stdout.len(),
+        45,
+        "44 characters of base64 and a newline"
+    );
+    let psk = dir.0.join("dc1.psk");
+    std::fs::write(&psk, &out.stdout).unwrap();
+    let with_psk = |path: &Path| {
+        format!(
+            "{}\npreshared_key_file = \"{}\"\n",
+            dc("dc1", "198.18.0.11:51820", GATEWAY_PUB).trim_end(),
+            path.display()
+        )
+    };
+    // readable by others: refused, naming the datacenter's setting and the fix
+    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, err) = refused(&dir.0, &client_config(&key, &with_psk(&psk), ""));
+    assert!(err.contains("datacenter[0].preshared_key_file"), "{err}");
+    assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
+    // not a key: the fix names genpsk, not genkey
+    std::fs::write(&psk, "c2hvcnQ=\n").unwrap();
+    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, err) = refused(&dir.0, &client_config(&key, &with_psk(&psk), ""));
+    assert!(err.contains("pre-shared key"), "{err}");
+    assert!(err.contains("failoverd genpsk"), "{err}");
+    // a good one passes the check
+    std::fs::write(&psk, &out.stdout).unwrap();
+    let file = dir.0.join("client.toml");
+    std::fs::write(&file, client_config(&key, &with_psk(&psk), "")).unwrap();
+    let ok = Command::new(env!("CARGO_BIN_EXE_failoverd"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&ok.stdout).contains(String::from_utf8_lossy(&out.stdout).trim()),
+        "the key is never printed"
+    );
+}

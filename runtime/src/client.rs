@@ -48,6 +48,7 @@ pub fn engine_config(config: &ClientConfig) -> EngineConfig {
                 allowed_ips: d.allowed_ips.clone(),
                 persistent_keepalive: (d.persistent_keepalive > 0)
                     .then_some(d.persistent_keepalive),
+                preshared_key: d.preshared_key.clone(),
                 probe: match d.probe {
                     ProbeKind::Gateway => Probe::Gateway(d.probe_address),
                     ProbeKind::Icmp => Probe::Icmp(d.probe_address),

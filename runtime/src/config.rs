@@ -292,6 +292,24 @@ pub fn read_key(
     path: &Path,
     operations: &Operations,
 ) -> Result<PrivateKey, ConfigError> {
+    let (path, runs_as) = key_path(ctx, path, operations);
+    keyfile::read_private_key(&path, runs_as).map_err(|e| key_error(ctx, key, &e))
+}
+
+/// Reads a pre-shared key file, by the private key's rules.
+pub fn read_preshared_key(
+    ctx: &Ctx<'_>,
+    key: &str,
+    path: &Path,
+    operations: &Operations,
+) -> Result<tunnel::PresharedKey, ConfigError> {
+    let (path, runs_as) = key_path(ctx, path, operations);
+    keyfile::read_preshared_key(&path, runs_as).map_err(|e| key_error(ctx, key, &e))
+}
+
+/// A key file's path (relative to the configuration file's directory) and the uid that must
+/// own it.
+fn key_path(ctx: &Ctx<'_>, path: &Path, operations: &Operations) -> (PathBuf, u32) {
     let runs_as = operations
         .user
         .as_ref()
@@ -301,13 +319,15 @@ pub fn read_key(
     } else {
         path.to_path_buf()
     };
-    keyfile::read_private_key(&path, runs_as).map_err(|e| {
-        let text = e.to_string();
-        let (problem, fix) = text
-            .split_once("; fix: ")
-            .unwrap_or((&text, "see the README"));
-        ctx.err(key, problem, fix)
-    })
+    (path, runs_as)
+}
+
+fn key_error(ctx: &Ctx<'_>, key: &str, e: &keyfile::KeyFileError) -> ConfigError {
+    let text = e.to_string();
+    let (problem, fix) = text
+        .split_once("; fix: ")
+        .unwrap_or((&text, "see the README"));
+    ctx.err(key, problem, fix)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -384,6 +404,9 @@ pub struct RawDatacenter {
     mtu: u32,
     #[serde(default = "default_keepalive")]
     persistent_keepalive: u16,
+    /// a file holding the pre-shared key this datacenter's gateway has for us (`wg genpsk`)
+    #[serde(default)]
+    preshared_key_file: Option<PathBuf>,
 }
 
 fn default_probe_interval() -> u64 {
@@ -429,6 +452,8 @@ pub struct Datacenter {
     pub mtu: u16,
     /// seconds between keepalives (0: off)
     pub persistent_keepalive: u16,
+    /// the pre-shared key, if one is configured
+    pub preshared_key: Option<tunnel::PresharedKey>,
     /// how the tunnel is probed
     pub probe: ProbeKind,
     /// the probe target inside the tunnel
@@ -759,6 +784,11 @@ impl ClientConfig {
                 )?),
                 mtu: check_mtu(&ctx, &at("mtu"), d.mtu)?,
                 persistent_keepalive: d.persistent_keepalive,
+                preshared_key: d
+                    .preshared_key_file
+                    .as_ref()
+                    .map(|f| read_preshared_key(&ctx, &at("preshared_key_file"), f, &operations))
+                    .transpose()?,
             });
         }
         Ok(Self {

@@ -77,6 +77,43 @@ impl PrivateKey {
     }
 }
 
+/// A WireGuard pre-shared key: 32 random bytes mixed into the handshake for a post-quantum
+/// layer (`wg genpsk`). Zeroized on drop; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PresharedKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for PresharedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PresharedKey(..)")
+    }
+}
+
+impl PresharedKey {
+    /// 32 fresh bytes from the operating system's CSPRNG, as `wg genpsk` makes them.
+    pub fn generate() -> Self {
+        use rand_core::RngCore as _;
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        rand_core::OsRng.fill_bytes(bytes.as_mut());
+        Self(bytes)
+    }
+
+    /// Parses base64 text (surrounding whitespace allowed, as in a key file). Any 32 bytes
+    /// are a valid pre-shared key.
+    pub fn from_base64(text: &str) -> Result<Self, KeyError> {
+        decode32(text).map(Self)
+    }
+
+    /// Base64 text, for `failoverd genpsk` and the files `import-wg` writes only.
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(STANDARD.encode(self.0.as_ref()))
+    }
+
+    /// The bytes, for the handshake.
+    pub(crate) fn bytes(&self) -> [u8; 32] {
+        *self.0
+    }
+}
+
 /// A Curve25519 public key that is not of low order.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey(DalekPublic);

@@ -27,7 +27,7 @@ pub mod prefix;
 mod responder;
 mod session;
 
-pub use key::{KeyError, PrivateKey, PublicKey};
+pub use key::{KeyError, PresharedKey, PrivateKey, PublicKey};
 pub use prefix::{AllowedIps, Prefix, PrefixError};
 pub use responder::{PeerConfig, PeerId, Responder};
 pub use session::{EndpointPolicy, Tunnel, TunnelConfig, TunnelStats};

@@ -47,6 +47,8 @@ pub struct PeerConfig {
     pub allowed_ips: AllowedIps,
     /// seconds between keepalives when idle, if any
     pub persistent_keepalive: Option<u16>,
+    /// the pre-shared key both sides mix into the handshake, if any
+    pub preshared_key: Option<crate::PresharedKey>,
 }
 
 /// Many WireGuard peers on one port.
@@ -117,6 +119,7 @@ impl Responder {
             private_key: self.private_key.clone(),
             peer_public_key: peer.public_key,
             persistent_keepalive: peer.persistent_keepalive,
+            preshared_key: peer.preshared_key,
             index,
             allowed_ips: peer.allowed_ips,
             endpoint: EndpointPolicy::LearnAuthenticated,

@@ -14,6 +14,7 @@ use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 
 use crate::inner::InnerPacket;
+use crate::PresharedKey;
 use crate::{
     min_buffer_len, AllowedIps, DropCounters, DropReason, Outcome, PrivateKey, PublicKey, Transmit,
     TunnelError,
@@ -54,6 +55,8 @@ pub struct TunnelConfig {
     pub peer_public_key: PublicKey,
     /// seconds between keepalives when idle, if any
     pub persistent_keepalive: Option<u16>,
+    /// the pre-shared key both sides mix into the handshake, if any
+    pub preshared_key: Option<PresharedKey>,
     /// 24-bit local index; our session indexes are `index << 8 | n`
     pub index: u32,
     /// inner sources accepted from this peer
@@ -137,7 +140,7 @@ impl Tunnel {
         let tunn = Tunn::new(
             config.private_key.secret().clone(),
             config.peer_public_key.dalek(),
-            None,
+            config.preshared_key.as_ref().map(PresharedKey::bytes),
             config.persistent_keepalive,
             config.index,
             None,

@@ -54,6 +54,7 @@ impl Pair {
             private_key: client_key.clone(),
             peer_public_key: gw_key.public_key(),
             persistent_keepalive: None,
+            preshared_key: None,
             index: 0,
             allowed_ips: AllowedIps::new(vec!["0.0.0.0/0".parse().unwrap()]),
             endpoint: EndpointPolicy::Fixed(addr(GATEWAY)),
@@ -66,6 +67,7 @@ impl Pair {
                 public_key: client_key.public_key(),
                 allowed_ips: AllowedIps::new(vec![client_allowed.parse().unwrap()]),
                 persistent_keepalive: None,
+                preshared_key: None,
             }],
             100,
         )

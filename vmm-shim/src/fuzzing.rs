@@ -267,6 +267,7 @@ pub fn engine_config() -> EngineConfig {
             public_key: gateway.public_key(),
             allowed_ips: AllowedIps::new(everything.into_iter().flatten().collect()),
             persistent_keepalive: None,
+            preshared_key: None,
             probe: engine::Probe::Gateway(GATEWAY_INNER.into()),
         }],
         probe: ProbeConfig::default(),

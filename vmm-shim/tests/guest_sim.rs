@@ -928,6 +928,7 @@ fn build(opts: Opts, t0: Instant) -> (GuestNet, Vec<(SocketAddr, Gateway)>) {
                 "::/0".parse().unwrap(),
             ]),
             persistent_keepalive: None,
+            preshared_key: None,
             probe: engine::Probe::Gateway(GW_INNER.into()),
         });
         let gw = Gateway::new(GatewayConfig {
@@ -943,6 +944,7 @@ fn build(opts: Opts, t0: Instant) -> (GuestNet, Vec<(SocketAddr, Gateway)>) {
                         "fd00:100::2/128".parse().unwrap(),
                     ]),
                     persistent_keepalive: None,
+                    preshared_key: None,
                 },
                 return_path: ReturnPath::Claim,
             }],

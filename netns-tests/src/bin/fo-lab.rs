@@ -764,6 +764,7 @@ fn flood(args: Flood) -> ExitCode {
             private_key: PrivateKey::generate(),
             peer_public_key: gateway,
             persistent_keepalive: None,
+            preshared_key: None,
             index: 0,
             allowed_ips: AllowedIps::default(),
             endpoint: EndpointPolicy::Fixed(target),

@@ -74,6 +74,7 @@ impl SessionPair {
                 private_key: key.clone(),
                 peer_public_key: peer.public_key(),
                 persistent_keepalive: None,
+                preshared_key: None,
                 index,
                 allowed_ips: everything()?,
                 endpoint: EndpointPolicy::Fixed(to),
