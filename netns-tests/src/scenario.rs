@@ -37,6 +37,23 @@ pub struct KeyPair {
     pub public: String,
 }
 
+/// A pre-shared key made by `failoverd genpsk`, in a file of the lab's directory (mode 0600).
+pub fn preshared_key(lab: &Lab, name: &str) -> Result<PathBuf> {
+    let out = std::process::Command::new(bin_path("failoverd"))
+        .arg("genpsk")
+        .output()?;
+    if !out.status.success() || out.stdout.len() != 45 {
+        return Err(other(format!(
+            "failoverd genpsk printed {} bytes",
+            out.stdout.len()
+        )));
+    }
+    let file = lab.dir().join(format!("{name}.psk"));
+    std::fs::write(&file, &out.stdout)?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
 /// Makes a key pair with `failoverd genkey` / `failoverd pubkey`.
 pub fn keypair(lab: &Lab, name: &str) -> Result<KeyPair> {
     let failoverd = bin_path("failoverd");
@@ -378,6 +395,8 @@ pub struct DcEntry {
     pub probe_address: String,
     /// tunnel MTU
     pub mtu: u16,
+    /// the pre-shared key file, if any
+    pub preshared_key_file: Option<PathBuf>,
 }
 
 impl DcEntry {
@@ -390,6 +409,7 @@ impl DcEntry {
             probe: "gateway",
             probe_address: "100.96.0.1".into(),
             mtu: DEFAULT_MTU,
+            preshared_key_file: None,
         }
     }
 }
@@ -398,8 +418,11 @@ impl DcEntry {
 pub fn datacenter_sections(dcs: &[DcEntry]) -> String {
     dcs.iter()
         .map(|dc| {
+            let psk = dc.preshared_key_file.as_ref().map_or_else(String::new, |f| {
+                format!("preshared_key_file = \"{}\"\n", f.display())
+            });
             format!(
-                "\n[[datacenter]]\nname = \"{}\"\nendpoint = \"{}\"\npublic_key = \"{}\"\nmtu = {}\nprobe = \"{}\"\nprobe_address = \"{}\"\n",
+                "\n[[datacenter]]\nname = \"{}\"\nendpoint = \"{}\"\npublic_key = \"{}\"\nmtu = {}\nprobe = \"{}\"\nprobe_address = \"{}\"\n{psk}",
                 dc.name, dc.endpoint, dc.public, dc.mtu, dc.probe, dc.probe_address
             )
         })

@@ -76,6 +76,70 @@ fn our_client_against_a_wireguard_go_gateway() {
     eprintln!("client status: {}", client.status().unwrap());
 }
 
+/// A pre-shared key on both sides: wireguard-go refuses any handshake whose pre-shared key
+/// differs, so a tunnel that carries a verified stream proves ours went into the handshake.
+#[test]
+fn our_client_with_a_preshared_key_against_a_wireguard_go_gateway() {
+    let mut lab = Lab::new("interop-psk").unwrap();
+    let topo = Topology::build(&mut lab, 1).unwrap();
+    let client_key = keypair(&lab, "client").unwrap();
+    let gw_key = keypair(&lab, "dc1").unwrap();
+    let psk = preshared_key(&lab, "dc1").unwrap();
+    let psk_arg = psk.display().to_string();
+    let ifname = wg_ifname(&lab, "p");
+    let allowed = format!("{STABLE_V4}/32,{STABLE_V6}/128");
+    let _wg = start_wireguard_go(
+        &lab,
+        &topo.dcs[0],
+        &ifname,
+        &gw_key,
+        &[
+            "listen-port",
+            "51820",
+            "peer",
+            &client_key.public,
+            "preshared-key",
+            &psk_arg,
+            "allowed-ips",
+            &allowed,
+        ],
+        &["100.96.0.1/16", "fd00:96::1/64"],
+        &[],
+    )
+    .unwrap();
+    server_route_via(&lab, &topo, 1).unwrap();
+    let dc = DcEntry {
+        probe: "icmp",
+        probe_address: "198.19.0.100".into(),
+        preshared_key_file: Some(psk),
+        ..DcEntry::failoverd(1, &gw_key.public)
+    };
+    let client = start_client(&lab, &topo.client, &client_key, &[dc]).unwrap();
+    assert!(
+        ping(&lab, &topo.client, &["198.19.0.100"]),
+        "ping through wireguard-go with a pre-shared key"
+    );
+    let _server = start_stream_server(&lab, &topo).unwrap();
+    let bytes = interop_bytes() / 4;
+    let report = run_stream(&lab, &topo.client, Topology::SERVER_IP4.into(), bytes, 9).unwrap();
+    eprintln!(
+        "our client -> wireguard-go, with a PSK: {}",
+        describe(&report)
+    );
+    assert!(report.ok, "{}", describe(&report));
+    assert_eq!(report.down.verified, bytes);
+    let status = client.status().unwrap().to_string();
+    assert!(
+        !status.contains(
+            &std::fs::read_to_string(lab.dir().join("dc1.psk"))
+                .unwrap()
+                .trim()
+                .to_owned()
+        ),
+        "the pre-shared key never appears in the status"
+    );
+}
+
 fn wireguard_go_client_setup(
     lab: &mut Lab,
     extra_address: Option<&str>,
