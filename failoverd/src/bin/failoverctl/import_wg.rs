@@ -79,6 +79,8 @@ struct Peer {
     endpoint: Option<(String, Option<IpAddr>, usize)>,
     allowed_ips: Vec<Prefix>,
     keepalive: Option<u16>,
+    /// the pre-shared key, base64 as failoverd writes it
+    preshared_key: Option<Zeroizing<String>>,
 }
 
 /// One parsed wg-quick file.
@@ -221,6 +223,7 @@ fn parse_file(path: &Path, text: &str, warnings: &mut Vec<String>) -> Result<WgF
                         endpoint: None,
                         allowed_ips: Vec::new(),
                         keepalive: None,
+                        preshared_key: None,
                     });
                     section = Section::Peer;
                 }
@@ -365,12 +368,13 @@ fn parse_file(path: &Path, text: &str, warnings: &mut Vec<String>) -> Result<WgF
                         })?);
                     }
                     "presharedkey" => {
-                        return Err(refuse(
-                            &shown,
-                            at,
-                            "PresharedKey is not supported by failoverd (its tunnels have no pre-shared key), so this server would refuse every handshake",
-                            "remove the PresharedKey from this [Peer] and from the client's [Peer] on the server, then import again",
-                        ))
+                        if peer.preshared_key.is_some() {
+                            return Err(twice("PresharedKey"));
+                        }
+                        let key = tunnel::PresharedKey::from_base64(value).map_err(|e| {
+                            refuse(&shown, at, format!("PresharedKey {e}"), "copy the key exactly as `wg genpsk` wrote it (44 characters of base64)")
+                        })?;
+                        peer.preshared_key = Some(key.to_base64());
                     }
                     _ => {
                         return Err(refuse(&shown, at, format!("unknown key {key} in [Peer]"), "wg-quick knows PublicKey, Endpoint, AllowedIPs, PersistentKeepalive and PresharedKey; check the spelling"))
@@ -463,6 +467,8 @@ fn toml_list<T: fmt::Display>(items: &[T]) -> String {
 pub struct Converted {
     pub toml: String,
     pub private_key: Zeroizing<String>,
+    /// each datacenter's pre-shared key file and its contents
+    pub preshared_keys: Vec<(PathBuf, Zeroizing<String>)>,
     pub warnings: Vec<String>,
 }
 
@@ -745,6 +751,7 @@ pub fn convert(
 
     // the configuration
     let mut out = String::new();
+    let mut preshared_keys = Vec::new();
     let sources: Vec<String> = files.iter().map(|f| f.shown.clone()).collect();
     out.push_str("# failoverd client configuration, made by `failoverctl import-wg` from\n");
     for s in &sources {
@@ -885,10 +892,23 @@ pub fn convert(
                 out.push_str("persistent_keepalive = 25  # none in the file; failoverd's default\n")
             }
         }
+        if let Some(psk) = &peer.preshared_key {
+            // beside the private key file, one per datacenter, with the same rules
+            let stem = key_file
+                .file_stem()
+                .map_or_else(|| "failoverd".into(), |s| s.to_string_lossy().into_owned());
+            let path = key_file.with_file_name(format!("{stem}.{}.psk", f.name));
+            out.push_str(&format!(
+                "preshared_key_file = {}\n",
+                toml_string(&path.display().to_string())
+            ));
+            preshared_keys.push((path, psk.clone()));
+        }
     }
     Ok(Converted {
         toml: out,
         private_key: own_key,
+        preshared_keys,
         warnings,
     })
 }
@@ -983,6 +1003,9 @@ pub fn run(settings: &Settings) -> Result<Imported, Refusal> {
     let converted = convert(&inputs, settings, &key_file)?;
     let mut warnings = converted.warnings;
     write_key(&key_file, &converted.private_key).map_err(Refusal::Failed)?;
+    for (path, psk) in &converted.preshared_keys {
+        write_key(path, psk).map_err(Refusal::Failed)?;
+    }
     if let Ok(meta) = std::fs::metadata(&key_file) {
         if meta.uid() != 0 {
             warnings.push(format!(
@@ -1169,18 +1192,38 @@ mod tests {
     }
 
     #[test]
-    fn preshared_keys_are_refused() {
+    fn preshared_keys_are_kept_in_a_file_of_their_own() {
         let k = keys();
-        let text = dc1(&k).replace(
-            "PersistentKeepalive = 15",
-            "PresharedKey = ZmFrZS1wcmVzaGFyZWQta2V5LTMyLWJ5dGVzLWxvbmchIQ==",
-        );
-        let e = refused(&[("dc1.conf", text)], &settings());
+        let psk = "ZmFrZS1wcmVzaGFyZWQta2V5LTMyLWJ5dGVzLWxvbmc=";
+        let text = dc1(&k).replace("PersistentKeepalive = 15", &format!("PresharedKey = {psk}"));
+        let c = convert_ok(&[("dc1.conf", text), ("dc2.conf", dc2(&k))], &settings());
+        assert_eq!(c.preshared_keys.len(), 1, "dc1 has one, dc2 none");
+        let (path, key) = &c.preshared_keys[0];
+        assert_eq!(key.as_str(), psk);
         assert!(
-            e.starts_with("dc1.conf:15: PresharedKey is not supported"),
+            path.to_string_lossy().ends_with(".dc1.psk"),
+            "{}",
+            path.display()
+        );
+        let shown = path.display().to_string();
+        assert!(
+            c.toml
+                .contains(&format!("preshared_key_file = \"{shown}\"")),
+            "{}",
+            c.toml
+        );
+        assert!(
+            !c.toml.contains(psk),
+            "the key itself stays out of the configuration"
+        );
+
+        let bad = dc1(&k).replace("PersistentKeepalive = 15", "PresharedKey = c2hvcnQ=");
+        let e = refused(&[("dc1.conf", bad)], &settings());
+        assert!(
+            e.starts_with("dc1.conf:15: PresharedKey decodes to 5 bytes"),
             "{e}"
         );
-        assert!(e.contains("fix: remove the PresharedKey"), "{e}");
+        assert!(e.contains("fix: copy the key exactly"), "{e}");
     }
 
     #[test]
