@@ -41,6 +41,10 @@ impl LocalLink for TunLink {
         format!("failoverd client on {}", self.name)
     }
 
+    fn wg_interface(&self) -> Option<String> {
+        Some(self.name.clone())
+    }
+
     async fn recv(&mut self) -> Self::Input {
         self.tun.recv().await
     }

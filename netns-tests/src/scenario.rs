@@ -452,12 +452,20 @@ pub fn client_config_text(
     dcs: &[DcEntry],
     extra_client_config: &str,
 ) -> String {
+    // the default interface name, unless the extra lines name their own
+    let interface = if extra_client_config
+        .lines()
+        .any(|l| l.trim_start().starts_with("interface"))
+    {
+        ""
+    } else {
+        "interface = \"failover0\"\n"
+    };
     let mut text = format!(
         r#"[client]
 private_key_file = "{key}"
 stable_address = ["{STABLE_V4}", "{STABLE_V6}"]
-interface = "failover0"
-routes = ["198.19.0.0/16", "fd00:19::/64", "100.96.0.0/16", "fd00:96::/64"]
+{interface}routes = ["198.19.0.0/16", "fd00:19::/64", "100.96.0.0/16", "fd00:96::/64"]
 control_socket = "{control}"
 "#,
         key = key.private_file.display(),

@@ -25,7 +25,7 @@ use crate::control::{self, Command};
 use crate::notify::Notifier;
 use crate::roaming::Roaming;
 use crate::underlay::{RecvBatch, Underlay};
-use crate::{clock, metrics, netwatch, Shutdown, SignalRequest};
+use crate::{clock, metrics, netwatch, uapi, Shutdown, SignalRequest};
 
 /// Datagrams a [`Transmitter`] holds before it sends them: a 64 KiB TUN super-packet is about
 /// 45 of them, and a GSO send carries up to 64.
@@ -140,6 +140,12 @@ pub trait LocalLink {
     /// What it is, for logs ("TUN failover0", "guest on a stream socket").
     fn describe(&self) -> String;
 
+    /// The interface name `wg show` knows it by, if it has one: the loop then serves the
+    /// read-only WireGuard configuration socket for it ([`crate::uapi`]).
+    fn wg_interface(&self) -> Option<String> {
+        None
+    }
+
     /// Waits for the local side. Cancel-safe: another branch of the loop may win, and nothing
     /// read may be lost then.
     async fn recv(&mut self) -> Self::Input;
@@ -218,6 +224,16 @@ pub async fn drive<L: LocalLink>(
     if let Some(addr) = config.operations.metrics_listen {
         metrics::serve(addr, control_tx).await?;
     }
+    let (uapi_tx, mut uapi_rx) = mpsc::channel::<uapi::GetRequest>(4);
+    let _uapi = link
+        .wg_interface()
+        .and_then(|name| match uapi::serve(&name, uapi_tx) {
+            Ok(socket) => Some(socket),
+            Err(e) => {
+                tracing::warn!("`wg show` will not see this client: {e:#}");
+                None
+            }
+        });
     client::drop_privileges(&config)?;
     tracing::info!(
         datacenters = config.datacenters.len(),
@@ -307,6 +323,12 @@ pub async fn drive<L: LocalLink>(
                 };
                 let _ = request.reply.send(answer);
                 clock::now()
+            }
+            Some(reply) = uapi_rx.recv() => {
+                let now = clock::now();
+                let port = tx.underlay.local_addr().map_or(0, |a| a.port());
+                let _ = reply.send(uapi::render(&config, node.engine(), port, now));
+                now
             }
             signal = signals.next() => match signal {
                 SignalRequest::Stop => {

@@ -17,6 +17,7 @@ pub mod netwatch;
 pub mod notify;
 pub mod privileges;
 pub mod roaming;
+pub mod uapi;
 pub mod underlay;
 
 use tunnel::DropCounters;
