@@ -285,6 +285,7 @@ impl FailoverLab {
                         .display()
                 ),
                 prefix: Vec::new(),
+                client: String::new(),
             };
             gateways.push(start_gateway_with(
                 &lab,

@@ -283,6 +283,8 @@ pub struct GatewayOptions {
     pub config: String,
     /// words run before `failoverd` (e.g. `["env", "RUST_LOG=trace"]`); it must exec the rest
     pub prefix: Vec<String>,
+    /// extra lines for the client's `[[client]]` section (e.g. `preshared_key_file = "…"`)
+    pub client: String,
 }
 
 /// [`start_gateway_mtu`] with extra `[gateway]` lines and a command prefix.
@@ -321,10 +323,11 @@ name = "laptop"
 public_key = "{client_public}"
 allowed_ips = ["{STABLE_V4}/32", "{STABLE_V6}/128"]
 return_path = "{return_path}"
-"#,
+{client_extra}"#,
             key = key.private_file.display(),
             control = control.display(),
             extra = options.config,
+            client_extra = options.client,
         ),
     )?;
     let mut args: Vec<std::ffi::OsString> = options.prefix.iter().map(Into::into).collect();

@@ -210,6 +210,73 @@ fn a_wireguard_go_client_against_our_gateway() {
     assert_eq!(s["clients"][0]["established"], true);
 }
 
+/// The other way round: a wireguard-go client with a pre-shared key against our gateway, which
+/// has the same key for it.
+#[test]
+fn a_wireguard_go_client_with_a_preshared_key_against_our_gateway() {
+    let mut lab = Lab::new("interop-pskc").unwrap();
+    let topo = Topology::build(&mut lab, 1).unwrap();
+    let client_key = keypair(&lab, "client").unwrap();
+    let gw_key = keypair(&lab, "dc1").unwrap();
+    let psk = preshared_key(&lab, "laptop").unwrap();
+    let gw = start_gateway_with(
+        &lab,
+        &topo.dcs[0],
+        "dc1",
+        &gw_key,
+        &client_key.public,
+        ("100.96.0.1", "fd00:96::1"),
+        ReturnPath::Static,
+        DEFAULT_MTU,
+        &GatewayOptions {
+            client: format!("preshared_key_file = \"{}\"\n", psk.display()),
+            ..GatewayOptions::default()
+        },
+    )
+    .unwrap();
+    server_onlink_routes(&lab, &topo).unwrap();
+    wait_claimed(&gw).unwrap();
+    let ifname = wg_ifname(&lab, "q");
+    let endpoint = format!("198.18.0.11:{WG_PORT}");
+    let psk_arg = psk.display().to_string();
+    let _wg = start_wireguard_go(
+        &lab,
+        &topo.client,
+        &ifname,
+        &client_key,
+        &[
+            "peer",
+            &gw_key.public,
+            "preshared-key",
+            &psk_arg,
+            "endpoint",
+            &endpoint,
+            "allowed-ips",
+            "0.0.0.0/0,::/0",
+            "persistent-keepalive",
+            "25",
+        ],
+        &["100.96.0.2/32", "fd00:96::2/128"],
+        &["198.19.0.0/16", "fd00:19::/64"],
+    )
+    .unwrap();
+    assert!(
+        ping(&lab, &topo.client, &["198.19.0.100"]),
+        "ping through our gateway with a pre-shared key"
+    );
+    let _server = start_stream_server(&lab, &topo).unwrap();
+    let bytes = interop_bytes() / 4;
+    let report = run_stream(&lab, &topo.client, Topology::SERVER_IP4.into(), bytes, 10).unwrap();
+    eprintln!(
+        "wireguard-go client with a PSK -> our gateway: {}",
+        describe(&report)
+    );
+    assert!(report.ok, "{}", describe(&report));
+    assert_eq!(report.up.verified_by_server, bytes);
+    let s = gw.status().unwrap();
+    assert_eq!(s["clients"][0]["established"], true);
+}
+
 #[test]
 fn gateway_drops_inner_sources_outside_the_peers_allowed_ips() {
     let mut lab = Lab::new("cryptokey").unwrap();
