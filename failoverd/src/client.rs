@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use control_proto::{ClientStatus, Status};
 use engine::{Engine, Event};
 use runtime::client;
 use runtime::config::{ClientConfig, FailMode};
@@ -133,6 +134,18 @@ impl LocalLink for TunLink {
         {
             tracing::error!("changing the tunnel's routes failed: {e:#}");
         }
+    }
+
+    fn status(&self, _engine: &Engine, mut client: ClientStatus) -> Status {
+        // reads of the TUN the offload code could not split (each a whole super-packet)
+        let unsplit = self.tun.malformed();
+        if unsplit > 0 {
+            client
+                .local_drops
+                .malformed
+                .insert("tun_read_not_split".into(), unsplit);
+        }
+        Status::Client(client)
     }
 
     fn reload(&mut self, engine: &mut Engine, running: &mut ClientConfig) -> control_proto::Answer {

@@ -40,6 +40,29 @@ pub async fn configure_interface(
             .execute()
             .await
             .with_context(|| format!("setting {ifname} up with MTU {mtu}"))?;
+        // A super-packet must split into no more segments than a read has buffers
+        // (crate::tun): the kernel's TCP then builds none larger. Best effort: a kernel that
+        // refuses keeps working, but a flow with a tiny MSS may lose its largest bursts.
+        if let Err(e) = handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .append_extra_attribute(
+                        rtnetlink::packet_route::link::LinkAttribute::GsoMaxSegs(
+                            crate::tun::MAX_SEGMENTS,
+                        ),
+                    )
+                    .build(),
+            )
+            .execute()
+            .await
+        {
+            tracing::warn!(
+                "{ifname}: cannot limit GSO to {} segments ({e}); super-packets of flows with a \
+                 very small MSS will be dropped",
+                crate::tun::MAX_SEGMENTS
+            );
+        }
         for (addr, len) in addresses {
             handle
                 .address()

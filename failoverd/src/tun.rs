@@ -12,6 +12,11 @@ use std::io;
 
 use tun_rs::{AsyncDevice, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
+/// Packets one read may split into. The device's `gso_max_segs` is set to this
+/// (`net::configure_interface`), so no TCP super-packet has more segments than a read has
+/// buffers (64 KiB at an MSS of 536 is 123 of them).
+pub const MAX_SEGMENTS: u32 = IDEAL_BATCH_SIZE as u32;
+
 /// Where a packet starts in an outgoing buffer: room for the virtio header in front.
 const OFFSET: usize = VIRTIO_NET_HDR_LEN;
 
