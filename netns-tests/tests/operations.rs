@@ -375,7 +375,7 @@ fn control_socket_refuses_strangers_and_survives_abuse_during_a_stream() {
     use std::os::unix::fs::PermissionsExt as _;
     let fl = FailoverLab::new("ops-abuse", 1, "").unwrap();
     let socket = fl.client.control.clone();
-    let bytes = 500_000_000; // 10-25 s here: longer than the abuse
+    let bytes = 2_500_000_000; // 10-25 s here (batched, both ways): longer than the abuse
     let stream = spawn_stream(&fl.lab, &fl.topo.client, "stream", bytes, 11).unwrap();
     fl.wait_flowing(5_000_000).unwrap();
     let abuse_start = now();
@@ -704,7 +704,7 @@ fn a_control_group_may_read_but_not_steer() {
 #[test]
 fn operators_switch_drain_and_undrain() {
     let fl = FailoverLab::new("ops-steer", 3, "").unwrap();
-    let bytes = 500_000_000; // 10-25 s here: longer than the steering
+    let bytes = 2_500_000_000; // 10-25 s here (batched, both ways): longer than the steering
     let stream = spawn_stream(&fl.lab, &fl.topo.client, "stream", bytes, 31).unwrap();
     fl.wait_flowing(5_000_000).unwrap();
     let c = &fl.client;
@@ -864,7 +864,7 @@ fn reload_applies_good_files_and_keeps_the_old_on_bad_ones() {
     );
     assert_eq!(names(&c.status().unwrap(), "datacenters"), ["dc1", "dc2"]);
 
-    let bytes = 300_000_000; // 6-15 s here: longer than the reloads
+    let bytes = 1_500_000_000; // 6-15 s here (batched, both ways): longer than the reloads
     let stream = spawn_stream(&fl.lab, &fl.topo.client, "stream", bytes, 41).unwrap();
     fl.wait_flowing(5_000_000).unwrap();
     let before = handshakes(c);
