@@ -782,6 +782,19 @@ impl Drop for Lab {
     }
 }
 
+/// Turns UDP segmentation offload off on `dev` in `ns`: UDP GSO packets sent through it are
+/// split into datagrams on the way out.
+fn udp_gso_off(lab: &Lab, ns: &Ns, dev: &str) -> io::Result<()> {
+    lab.exec(ns, &["ethtool", "-K", dev, "tx-udp-segmentation", "off"])
+        .map(drop)
+        .map_err(|e| {
+            io::Error::other(format!(
+                "ethtool -K {dev} tx-udp-segmentation off: {e} (the wide-area lab needs \
+                 ethtool: apt-get install ethtool, or scripts/setup)"
+            ))
+        })
+}
+
 /// Starts `fo-relay` in `ns` with a pipe pair per datacenter set to `profile`, and waits for
 /// its control socket.
 fn start_relay(lab: &Lab, ns: Ns, n_dcs: usize, profile: Profile) -> io::Result<Relay> {
@@ -1002,7 +1015,16 @@ impl Topology {
         }
 
         let relay = match relay_ns {
-            Some(ns) => Some(start_relay(lab, ns, n_dcs, profile)?),
+            Some(ns) => {
+                // The relay impairs datagrams, as a wide-area path does, not the 64 KiB UDP GSO
+                // super-packets the daemons send (a veth passes them whole): the uplinks that
+                // feed it segment in software.
+                udp_gso_off(lab, &client, "up0")?;
+                for dc in &dcs {
+                    udp_gso_off(lab, dc, "wan0")?;
+                }
+                Some(start_relay(lab, ns, n_dcs, profile)?)
+            }
             None => None,
         };
         let check = Duration::from_secs(5);
