@@ -64,22 +64,10 @@ pub fn serve(
     to_loop: mpsc::Sender<Request>,
 ) -> anyhow::Result<ControlSocket> {
     use std::os::unix::fs::PermissionsExt as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the control socket directory {}", dir.display()))?;
-    }
-    if std::fs::symlink_metadata(path).is_ok() {
-        // A stale socket from a previous run; refuse if another daemon still answers on it.
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!(
-                "another failoverd already serves {}; stop it or set control_socket to another path",
-                path.display()
-            );
-        }
-        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
-    }
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("binding the control socket {}", path.display()))?;
+    let listener = bind_fresh(
+        path,
+        "another failoverd already serves it; stop it or set control_socket to another path",
+    )?;
     let mode = match access.read_group {
         Some(gid) => {
             std::os::unix::fs::chown(path, None, Some(gid))
@@ -90,6 +78,37 @@ pub fn serve(
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting {mode:o} on {}", path.display()))?;
+    accept_bounded(listener, move |stream| {
+        handle(stream, access, to_loop.clone())
+    });
+    Ok(ControlSocket {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Binds a unix socket at `path` (its directory created), replacing a stale socket file of a
+/// previous run; refused with `busy` when another process still answers on it.
+pub(crate) fn bind_fresh(path: &Path, busy: &str) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the socket directory {}", dir.display()))?;
+    }
+    if std::fs::symlink_metadata(path).is_ok() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("{}: {busy}", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))
+}
+
+/// Serves `listener` until the process ends: each connection is handled by `handle` within
+/// [`REQUEST_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once (more are closed at once).
+pub(crate) fn accept_bounded<F, Fut>(listener: UnixListener, handle: F)
+where
+    F: Fn(UnixStream) -> Fut + Send + 'static,
+    Fut: std::future::Future + Send + 'static,
+{
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
@@ -102,17 +121,13 @@ pub fn serve(
                 drop(stream); // at capacity: refuse rather than queue without bound
                 continue;
             };
-            let to_loop = to_loop.clone();
+            let work = handle(stream);
             tokio::spawn(async move {
-                let _ =
-                    tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, access, to_loop)).await;
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, work).await;
                 drop(permit);
             });
         }
     });
-    Ok(ControlSocket {
-        path: path.to_path_buf(),
-    })
 }
 
 /// What the peer may do.

@@ -13,24 +13,23 @@
 //! by its own file and reloaded with `failoverctl reload`.
 //!
 //! The socket is root's (0600 in a 0755 directory), like the reference implementations'.
-//! Requests are bounded like the control socket's: 4 KiB, 2 s, 16 connections at once.
+//! Requests are bounded like the control socket's (its binding and accept loop are shared):
+//! 4 KiB, 2 s, 16 connections at once.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+
+use std::time::Instant;
 
 use anyhow::Context as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::clock;
 use crate::config::ClientConfig;
 
 const MAX_REQUEST: u64 = 4096;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-const MAX_CONNECTIONS: usize = 16;
 /// Where the reference implementations put their sockets (not per network namespace).
 const SOCKET_DIR: &str = "/var/run/wireguard";
 
@@ -58,36 +57,15 @@ pub fn socket_path(interface: &str) -> PathBuf {
 pub fn serve(interface: &str, to_loop: mpsc::Sender<GetRequest>) -> anyhow::Result<UapiSocket> {
     use std::os::unix::fs::PermissionsExt as _;
     let path = socket_path(interface);
-    std::fs::create_dir_all(SOCKET_DIR).with_context(|| format!("creating {SOCKET_DIR}"))?;
-    if std::fs::symlink_metadata(&path).is_ok() {
-        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            anyhow::bail!(
-                "another WireGuard implementation serves {}; give this client another interface name",
-                path.display()
-            );
-        }
-        std::fs::remove_file(&path)
-            .with_context(|| format!("removing stale {}", path.display()))?;
-    }
-    let listener =
-        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    let listener = crate::control::bind_fresh(
+        &path,
+        "another WireGuard implementation serves it; give this client another interface name",
+    )?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("setting the mode of {}", path.display()))?;
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                continue; // too many at once: dropped, closed
-            };
-            let to_loop = to_loop.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &to_loop)).await;
-            });
-        }
+    crate::control::accept_bounded(listener, move |stream| {
+        let to_loop = to_loop.clone();
+        async move { answer(stream, &to_loop).await }
     });
     Ok(UapiSocket { path })
 }
